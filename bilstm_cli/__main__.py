@@ -1,0 +1,3 @@
+from bilstm_cli.cli import main
+
+main()

@@ -1,0 +1,256 @@
+"""The `bilstm` command line: one short function per command.
+
+Each command parses its options, calls library code and prints. TensorFlow is imported only
+inside the commands that run a model, so `--help`, `--version` and config errors answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bilstm_cli import __version__
+from bilstm_cli import console as ui
+from bilstm_cli.errors import UserError
+
+app = typer.Typer(
+    name="bilstm",
+    help="Text classification with uni- and bi-directional LSTMs: train, predict, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class OutputFormat(str, Enum):
+    label = "label"
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+class DecodeErrors(str, Enum):
+    strict = "strict"
+    replace = "replace"
+
+
+class DataFormat(str, Enum):
+    auto = "auto"
+    tsv = "tsv"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a UserError into one clear message and exit code 2, with no traceback."""
+    try:
+        yield
+    except UserError as exc:
+        ui.error(str(exc))
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bilstm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Text classification with uni- and bi-directional LSTMs: train, predict, evaluate."""
+
+
+@app.command()
+def train(
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2. "
+        "[default: imdb]")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Override a key: section.key=value (value as YAML). Repeatable.")]
+        = None,
+    bidirectional: Annotated[bool | None, typer.Option(
+        "--bidirectional/--unidirectional", help="Use a bidirectional LSTM (model.bidirectional)."
+    )] = None,
+    epochs: Annotated[int | None, typer.Option(help="training.epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="training.batch_size")] = None,
+    seed: Annotated[int | None, typer.Option(help="training.seed")] = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Parent folder for run folders (output.dir).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the resolved config and a data summary; do not train.")] = False,
+) -> None:
+    """Train a classifier from a YAML config; writes a run folder and prints test metrics."""
+    from bilstm_cli.config import config_to_yaml, load_config, resolve_config_path
+    from bilstm_cli.data import load_splits, summarize
+
+    shortcuts = {"model.bidirectional": bidirectional, "training.epochs": epochs,
+                 "training.batch_size": batch_size, "training.seed": seed, "output.dir": output}
+    with user_errors():
+        cfg = load_config(resolve_config_path(config), set_,
+                          {k: v for k, v in shortcuts.items() if v is not None})
+        splits = load_splits(cfg.data, cfg.training.seed)
+        summary = summarize(splits, cfg)
+        if dry_run:
+            out = ui.stdout_console()
+            out.print(config_to_yaml(cfg), markup=False)
+            for table in ui.summary_tables(summary, out):
+                out.print(table)
+            return
+        for table in ui.summary_tables(summary, ui.stderr):
+            ui.stderr.print(table)
+        from bilstm_cli.train import train as run_training
+
+        result = run_training(cfg, ui.info, command=sys.argv, splits=splits)
+    _print_training_result(result.run_dir, result.metrics)
+
+
+def _print_training_result(run_dir: Path, metrics: dict[str, Any]) -> None:
+    out = ui.stdout_console()
+    final = metrics["test"] or metrics["validation"]
+    split = "test" if metrics["test"] else "validation"
+    out.print(f"run: {run_dir}", markup=False)
+    out.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
+              f"({metrics['seconds_per_epoch']:.1f} s/epoch, "
+              f"{metrics['examples_per_second']:.0f} examples/s)", markup=False)
+    out.print(f"validation accuracy {metrics['validation']['accuracy']:.4f}", markup=False)
+    out.print(f"{split} accuracy {final['accuracy']:.4f}", markup=False)
+    for table in ui.report_tables(final, out)[1:]:
+        out.print(table)
+
+
+@app.command()
+def predict(
+    texts: Annotated[list[str] | None, typer.Argument(
+        help="Texts to classify; - reads one text per line from stdin.", show_default=False)]
+        = None,
+    input_files: Annotated[list[Path] | None, typer.Option(
+        "--input", "-i", help="A file with one text per line. Repeatable.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="A run folder or its model file. [default: runs/latest]")] = None,
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", help="label: the label; tsv: label<TAB>probability; jsonl: a record "
+        "with all probabilities.")] = OutputFormat.tsv,
+    top_k: Annotated[int, typer.Option(min=1, help="Show the K most probable labels.")] = 1,
+    threshold: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Two classes: predict the second label when its probability "
+        "is at least T.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 64,
+    errors: Annotated[DecodeErrors, typer.Option(
+        help="Invalid UTF-8 in the input: strict (an error naming the line) or replace.")]
+        = DecodeErrors.strict,
+) -> None:
+    """Predict labels: one output line per input text, in order, on stdout."""
+    from bilstm_cli.predict import Classifier, predict_lines
+    from bilstm_cli.runs import resolve_model
+
+    with user_errors():
+        sources = _prediction_sources(texts or [], input_files or [], batch_size, errors.value)
+        classifier = Classifier(resolve_model(model))
+        outputs = predict_lines(classifier, sources, output_format.value, top_k, threshold)
+        _write_lines(outputs)
+
+
+def _prediction_sources(
+    texts: list[str], files: list[Path], batch_size: int, errors: str
+) -> Iterator[list[str]]:
+    from bilstm_cli.predict import file_line_batches, line_batches
+
+    if not texts and not files:
+        if sys.stdin.isatty():
+            raise UserError("nothing to predict: give texts, - for stdin, or --input FILE")
+        texts = ["-"]
+    for path in files:
+        if not path.is_file():
+            raise UserError(f"input file not found: {path}")
+
+    def batches() -> Iterator[list[str]]:
+        literal = [t for t in texts if t != "-"]
+        if literal:
+            yield literal
+        if "-" in texts:
+            yield from line_batches(sys.stdin.fileno(), batch_size, "<stdin>", errors)
+        for path in files:
+            yield from file_line_batches(str(path), batch_size, errors)
+
+    return batches()
+
+
+def _write_lines(batches: Iterator[list[str]]) -> None:
+    """Write each batch of output lines and flush, ending quietly if the reader goes away."""
+    try:
+        for lines in batches:
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # `| head -1` closed the pipe: stop without a traceback, as a SIGPIPE'd tool would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(141) from None
+
+
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Option(
+        "--data", "-d", help="A labelled file (tsv, csv, jsonl), or imdb:test, sst2:test.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="A run folder or its model file. [default: runs/latest]")] = None,
+    data_format: Annotated[DataFormat, typer.Option(
+        "--format", help="The file's format; auto: from its extension.")] = DataFormat.auto,
+    text_column: Annotated[str | None, typer.Option(
+        help="Text column or key (a name, or an index). [default: the run's data.text_column]")]
+        = None,
+    label_column: Annotated[str | None, typer.Option(
+        help="Label column or key. [default: the run's data.label_column]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout.")]
+        = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 256,
+) -> None:
+    """Evaluate a trained model on labelled data: accuracy, per-class metrics, confusion matrix."""
+    from bilstm_cli.config import DataConfig
+    from bilstm_cli.data import load_builtin_split, read_labelled
+    from bilstm_cli.evaluate import evaluate_dataset
+    from bilstm_cli.predict import Classifier
+    from bilstm_cli.runs import resolve_model, run_data_config
+
+    with user_errors():
+        run_dir = resolve_model(model)
+        columns = run_data_config(run_dir)
+        if text_column is not None:
+            columns["text_column"] = _column(text_column)
+        if label_column is not None:
+            columns["label_column"] = _column(label_column)
+        if ":" in data and not Path(data).exists():
+            dataset = load_builtin_split(data)
+        else:
+            settings = DataConfig(dataset=None, train=data, header="auto", **columns)
+            dataset = read_labelled(data, settings, data_format.value)
+        report = evaluate_dataset(Classifier(run_dir), dataset, batch_size)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    out = ui.stdout_console()
+    for table in ui.report_tables(report, out):
+        out.print(table)
+
+
+def _column(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+def main() -> None:
+    app()

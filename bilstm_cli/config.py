@@ -1,0 +1,250 @@
+"""The config schema, YAML loading and `--set` overrides.
+
+Every key has a default here; `configs/reference.yaml` documents them. Errors are collected and
+reported all at once, each with its key path (and the YAML line when the key came from a file).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bilstm_cli.errors import UserError
+
+BUILTIN_DATASETS = ("imdb", "sst2")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    dataset: Literal["imdb", "sst2"] | None = "imdb"
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    text_column: str | int = "text"
+    label_column: str | int = "label"
+    header: bool | Literal["auto"] = "auto"
+    validation_split: float = Field(0.1, gt=0.0, lt=1.0)
+    max_examples: int | None = Field(None, ge=2)
+    max_tokens: int = Field(20000, ge=3)
+    min_frequency: int = Field(1, ge=1)
+    lowercase: bool = True
+    max_length: int = Field(200, ge=1)
+    truncate: Literal["end", "start"] = "end"
+
+    @model_validator(mode="after")
+    def _dataset_or_files(self) -> DataConfig:
+        if self.dataset is None and self.train is None:
+            raise ValueError("give data.dataset (imdb or sst2) or data.train (a file)")
+        if self.dataset is not None and self.train is not None:
+            raise ValueError(
+                "data.dataset and data.train are both set: set data.dataset to null to train "
+                "on your own files"
+            )
+        return self
+
+
+class ModelConfig(Section):
+    bidirectional: bool = False
+    layers: int = Field(1, ge=1, le=8)
+    units: int = Field(64, ge=1)
+    embedding_dim: int = Field(128, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    merge_mode: Literal["concat", "sum", "ave", "mul"] = "concat"
+    pooling: Literal["last", "max", "mean"] = "last"
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(0.001, gt=0.0)
+    clipnorm: float | None = Field(1.0, gt=0.0)
+    early_stopping_patience: int = Field(2, ge=0)
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    seed: int = Field(42, ge=0)
+    bucket_by_length: bool = True
+    threads: int | None = Field(None, ge=1)
+    tensorboard: bool = False
+
+
+class OutputConfig(Section):
+    dir: str = "runs"
+    name: str | None = None
+
+
+class Config(Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def builtin_config_dir() -> Path:
+    """The shipped configs: inside the installed package, or `configs/` in a source checkout."""
+    packaged = Path(__file__).parent / "configs"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "configs"
+
+
+def resolve_config_path(name_or_path: str | None) -> Path:
+    """`--config` takes a path, or the name of a shipped config (`imdb`, `sst2`); default imdb."""
+    if name_or_path is None:
+        name_or_path = "imdb"
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = builtin_config_dir() / f"{name_or_path}.yaml"
+    if "/" not in name_or_path and shipped.exists():
+        return shipped
+    names = sorted(p.stem for p in builtin_config_dir().glob("*.yaml") if p.stem != "reference")
+    raise UserError(
+        f"config file not found: {name_or_path} (give a YAML file, or one of the shipped "
+        f"configs: {', '.join(names)})"
+    )
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config, apply `--set` overrides then the CLI shortcuts, and validate."""
+    raw: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = "<defaults>"
+    if path is not None:
+        config_path = Path(path)
+        source = str(config_path)
+        raw, lines = _read_yaml(config_path)
+    merged = copy.deepcopy(raw)
+    overridden: set[tuple[str, ...]] = set()
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _set_path(merged, keys, value)
+        overridden.add(keys)
+    for dotted, value in (extra or {}).items():
+        keys = tuple(dotted.split("."))
+        _set_path(merged, keys, value)
+        overridden.add(keys)
+    return validate_config(merged, source=source, lines=lines, overridden=overridden)
+
+
+def validate_config(
+    raw: dict[str, Any],
+    source: str = "<config>",
+    lines: dict[tuple[str, ...], int] | None = None,
+    overridden: set[tuple[str, ...]] | None = None,
+) -> Config:
+    lines = lines or {}
+    overridden = overridden or set()
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(err, raw, source, lines, overridden) for err in exc.errors()]
+        listed = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise UserError(f"invalid config ({len(problems)} {noun}):\n{listed}") from None
+
+
+def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
+    """`section.key=value`, the value parsed as YAML (so `null`, `true`, `0.5`, `[a, b]` work)."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected section.key=value, e.g. --set model.units=128")
+    dotted, text = item.split("=", 1)
+    keys = tuple(k.strip() for k in dotted.strip().split("."))
+    if len(keys) < 2 or not all(keys):
+        raise UserError(
+            f"--set {item!r}: the key must be section.key, e.g. --set training.epochs=3"
+        )
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+    return keys, value
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{where}: YAML syntax error: {problem}") from None
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the config must be a mapping of sections (data, model, ...)")
+    lines: dict[tuple[str, ...], int] = {}
+    _collect_lines(node, (), lines)
+    return raw, lines
+
+
+def _collect_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            keys = prefix + (str(key_node.value),)
+            out[keys] = key_node.start_mark.line + 1
+            _collect_lines(value_node, keys, out)
+
+
+def _set_path(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(err: dict, raw: dict, source: str, lines: dict, overridden: set) -> str:
+    loc = tuple(str(part) for part in err["loc"] if not str(part).startswith(("function-", "literal")))
+    # pydantic adds the union member tried ("str", "int", "bool", ...) to the location; drop it.
+    loc = tuple(p for p in loc if p not in {"str", "int", "float", "bool", "none", "is-instance"})
+    key = ".".join(loc) if loc else "(top level)"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = f"unknown key{_did_you_mean(loc)}"
+    elif err["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        message = "expected a mapping of keys (e.g. `units: 64` on the next lines, indented)"
+    elif "input" in err and err["type"] != "missing":
+        message = f"{message} (got {err['input']!r})"
+    if loc in overridden:
+        where = "--set"
+    elif loc in lines:
+        where = f"{source}:{lines[loc]}"
+    else:
+        where = source
+    return f"{key}: {message} [{where}]"
+
+
+def _did_you_mean(loc: tuple[str, ...]) -> str:
+    section: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = section.model_fields.get(part)
+        if field is None or not isinstance(field.default, BaseModel):
+            return ""
+        section = type(field.default)
+    matches = difflib.get_close_matches(loc[-1], list(section.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {'.'.join(loc[:-1] + (matches[0],))}?)" if matches else ""

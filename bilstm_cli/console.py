@@ -1,0 +1,165 @@
+"""Everything the user sees besides results: rich progress and tables on a terminal, plain lines
+otherwise. Progress and logs go to stderr; reports meant as results go to the console passed in.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def stdout_console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    stderr.print(message, markup=False)
+
+
+def warn(message: str) -> None:
+    if stderr.is_terminal:
+        stderr.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    else:
+        stderr.print(f"warning: {message}", markup=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    if stderr.is_terminal:
+        stderr.print("[bold red]error:[/bold red] ", end="")
+        stderr.print(message, markup=False, soft_wrap=True)
+    else:
+        stderr.print(f"error: {message}", markup=False, soft_wrap=True)
+
+
+def _table(console: Console, title: str | None = None) -> Table:
+    return Table(title=title, box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII2,
+                 title_justify="left")
+
+
+class TrainingDisplay:
+    """A progress bar per epoch and a table that grows one row per epoch (or plain lines)."""
+
+    def __init__(self, epochs: int, console: Console = stderr) -> None:
+        self.console = console
+        self.epochs = epochs
+        self.rich = console.is_terminal
+        self.table = _table(console)
+        for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
+                       "examples/s", "best"):
+            self.table.add_column(column, justify="right")
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
+            TextColumn("{task.fields[speed]:.0f} ex/s"), TimeRemainingColumn(),
+            console=console, transient=True,
+        )
+        self.live: Live | None = None
+        self.task: Any = None
+        self.started = 0.0
+
+    def __enter__(self) -> TrainingDisplay:
+        if self.rich:
+            self.live = Live(Group(self.table, self.progress), console=self.console,
+                             refresh_per_second=8)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, batches: int) -> None:
+        self.started = time.perf_counter()
+        if self.rich:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(
+                "train", total=batches, epoch=f"{epoch}/{self.epochs}", loss=0.0, acc=0.0,
+                speed=0.0,
+            )
+
+    def update(self, batches_done: int, examples: int, logs: Mapping[str, float]) -> None:
+        if self.rich and self.task is not None:
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.progress.update(
+                self.task, completed=batches_done, loss=float(logs.get("loss", 0.0)),
+                acc=float(logs.get("accuracy", 0.0)), speed=examples / elapsed,
+            )
+
+    def end_epoch(self, row: Mapping[str, Any]) -> None:
+        cells = [
+            f"{row['epoch']}/{self.epochs}", f"{row['loss']:.4f}", f"{row['accuracy']:.4f}",
+            f"{row['val_loss']:.4f}", f"{row['val_accuracy']:.4f}", f"{row['seconds']:.1f}",
+            f"{row['examples_per_second']:.0f}", "*" if row["best"] else "",
+        ]
+        if self.rich:
+            self.table.add_row(*cells)
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+                self.task = None
+        else:
+            names = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
+                     "examples/s")
+            line = "  ".join(f"{n} {c}" for n, c in zip(names, cells))
+            self.console.print(line + ("  best" if row["best"] else ""), markup=False)
+
+
+def report_tables(report: Mapping[str, Any], console: Console) -> list[Table]:
+    """The evaluation report as tables: summary, per class, confusion matrix."""
+    summary = _table(console, "evaluation")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_row("examples", str(report["examples"]))
+    summary.add_row("accuracy", f"{report['accuracy']:.4f}")
+    if "loss" in report:
+        summary.add_row("loss", f"{report['loss']:.4f}")
+
+    classes = _table(console, "per class")
+    classes.add_column("label")
+    for column in ("precision", "recall", "f1", "support"):
+        classes.add_column(column, justify="right")
+    rows = list(report["per_class"].items())
+    rows += [("macro avg", report["macro_avg"]), ("weighted avg", report["weighted_avg"])]
+    for label, values in rows:
+        classes.add_row(label, f"{values['precision']:.4f}", f"{values['recall']:.4f}",
+                        f"{values['f1']:.4f}", str(values["support"]))
+
+    confusion = _table(console, "confusion matrix (rows: true, columns: predicted)")
+    confusion.add_column("")
+    for label in report["labels"]:
+        confusion.add_column(label, justify="right")
+    for label, counts in zip(report["labels"], report["confusion_matrix"]):
+        confusion.add_row(label, *(str(c) for c in counts))
+    return [summary, classes, confusion]
+
+
+def summary_tables(summary: Mapping[str, Any], console: Console) -> list[Table]:
+    """The data summary (`train --dry-run` and the start of training)."""
+    splits = _table(console, "data")
+    labels = summary["labels"]
+    splits.add_column("split")
+    splits.add_column("source")
+    splits.add_column("examples", justify="right")
+    for label in labels:
+        splits.add_column(label, justify="right")
+    lengths = _table(console, f"length in tokens (max_length {summary['max_length']})")
+    lengths.add_column("split")
+    for column in ("p50", "p90", "p95", "p99", "max", "truncated"):
+        lengths.add_column(column, justify="right")
+    for name, split in summary["splits"].items():
+        splits.add_row(name, split["source"], str(split["examples"]),
+                       *(str(split["classes"].get(label, 0)) for label in labels))
+        pct = split["length_percentiles"]
+        lengths.add_row(name, *(str(pct[k]) for k in ("p50", "p90", "p95", "p99", "max")),
+                        f"{split['truncated_share']:.1%}")
+    return [splits, lengths]

@@ -1,0 +1,111 @@
+"""The run folder: its layout, atomic writes, and the `latest` pointer.
+
+A run folder holds everything `predict` and `evaluate` need (model, tokenizer, labels) plus the
+record of how it was made (config, history, metrics). Every file is written to a temporary name
+and renamed, so an interrupted run never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bilstm_cli.errors import UserError
+
+MODEL_FILE = "model.keras"
+TOKENIZER_FILE = "tokenizer.json"
+LABELS_FILE = "labels.json"
+CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+LATEST = "latest"
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary path in the same folder, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def new_run_dir(output_dir: str, name: str) -> Path:
+    """`<output_dir>/<timestamp>-<name>`, made unique if two runs start in the same second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(output_dir) / f"{stamp}-{name}"
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {candidate}: {exc.strerror}") from None
+
+
+def mark_latest(run_dir: Path) -> None:
+    """Point `<parent>/latest` at `run_dir` (a relative symlink, swapped in atomically)."""
+    link = run_dir.parent / LATEST
+    tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(run_dir.name, tmp)
+    os.replace(tmp, link)
+
+
+def resolve_model(path: str | None, default_dir: str = "runs") -> Path:
+    """The run folder for `--model`: a run folder, a model file inside one, or `runs/latest`."""
+    target = Path(path) if path else Path(default_dir) / LATEST
+    if target.is_file():
+        target = target.parent
+    if not target.exists():
+        if path is None:
+            raise UserError(
+                f"no trained model at {target}: train one with `bilstm train`, or give --model "
+                "RUN_FOLDER"
+            )
+        raise UserError(f"model not found: {target}")
+    for needed in (TOKENIZER_FILE, LABELS_FILE):
+        if not (target / needed).is_file():
+            raise UserError(
+                f"{target} is not a complete run folder: {needed} is missing (was the training "
+                "interrupted before it finished?)"
+            )
+    return target.resolve()
+
+
+def read_labels(run_dir: Path) -> list[str]:
+    return json.loads((run_dir / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
+
+
+def run_data_config(run_dir: Path) -> dict[str, Any]:
+    """The text and label columns the run was trained with, as defaults for `evaluate`."""
+    import yaml
+
+    columns: dict[str, Any] = {"text_column": "text", "label_column": "label"}
+    path = run_dir / CONFIG_FILE
+    if path.is_file():
+        data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data", {})
+        columns.update({k: data[k] for k in columns if k in data})
+    return columns

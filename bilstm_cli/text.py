@@ -1,0 +1,108 @@
+"""Text to integer ids, outside TensorFlow: the tokenizer, truncation, padding and length buckets.
+
+One `tokenizer.json` serves training and prediction, so `predict` needs no TensorFlow string ops.
+Id 0 is padding (masked in the model) and id 1 is the unknown word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+PAD, UNK = "[PAD]", "[UNK]"
+PAD_ID, UNK_ID = 0, 1
+
+
+def _empty_tokenizer(lowercase: bool) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordLevel({PAD: PAD_ID, UNK: UNK_ID}, unk_token=UNK))
+    steps = [normalizers.Replace(Regex(r"<br\s*/?>"), " "), normalizers.NFKC()]
+    if lowercase:
+        steps.append(normalizers.Lowercase())
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    # Words (\w+) and runs of punctuation ([^\w\s]+) become separate tokens.
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer
+
+
+def build_tokenizer(
+    texts: Iterable[str],
+    max_tokens: int,
+    min_frequency: int = 1,
+    lowercase: bool = True,
+    max_length: int = 200,
+    truncate: str = "end",
+) -> Tokenizer:
+    """A word-level vocabulary of the `max_tokens` most frequent tokens (special tokens included)."""
+    tokenizer = _empty_tokenizer(lowercase)
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=max_tokens, min_frequency=min_frequency, special_tokens=[PAD, UNK],
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    # truncate "end" keeps the start of the text: tokenizers calls that cutting on the right.
+    tokenizer.enable_truncation(max_length, direction="right" if truncate == "end" else "left")
+    return tokenizer
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    from bilstm_cli.runs import write_text_atomic
+
+    write_text_atomic(path, tokenizer.to_str(pretty=True))
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(path))
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
+    """Token ids per text, truncated as the tokenizer says; an empty text becomes one [UNK]."""
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    unknown = np.array([UNK_ID], dtype=np.int32)
+    return [np.array(e.ids, dtype=np.int32) if e.ids else unknown for e in encodings]
+
+
+def token_lengths(texts: Sequence[str], lowercase: bool = True) -> np.ndarray:
+    """Untruncated token counts (they do not depend on the vocabulary), for data summaries."""
+    tokenizer = _empty_tokenizer(lowercase)
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return np.array([len(e.ids) for e in encodings], dtype=np.int64)
+
+
+def unknown_share(ids: Sequence[np.ndarray]) -> float:
+    """Share of tokens outside the vocabulary (vocabulary coverage is 1 minus this)."""
+    total = sum(len(x) for x in ids)
+    unknown = sum(int(np.count_nonzero(x == UNK_ID)) for x in ids)
+    return unknown / total if total else 0.0
+
+
+def pad(ids: Sequence[np.ndarray], length: int | None = None) -> np.ndarray:
+    """Right-pad with PAD_ID to the longest sequence (or `length`)."""
+    length = length or max(len(x) for x in ids)
+    batch = np.zeros((len(ids), length), dtype=np.int32)
+    for row, seq in enumerate(ids):
+        batch[row, : len(seq)] = seq[:length]
+    return batch
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
+    bucket: bool = True, pool: int = 50,
+) -> list[np.ndarray]:
+    """Batches of indices. With `bucket`, each batch holds texts of similar length, so padding
+    (and the masked steps the LSTM still has to run) is small. With `rng`, the order is shuffled:
+    examples are drawn in random pools of `pool` batches, sorted by length inside a pool, cut
+    into batches, and the batches shuffled, so every epoch sees different neighbours."""
+    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    if bucket:
+        step = batch_size * pool if rng is not None else len(order)
+        order = np.concatenate([
+            chunk[np.argsort(lengths[chunk], kind="stable")]
+            for chunk in np.array_split(order, max(1, -(-len(order) // step)))
+        ]) if len(order) else order
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
