@@ -217,7 +217,8 @@ def _set_path(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
 
 
 def _describe(err: dict, raw: dict, source: str, lines: dict, overridden: set) -> str:
-    loc = tuple(str(part) for part in err["loc"] if not str(part).startswith(("function-", "literal")))
+    skipped = ("function-", "literal")
+    loc = tuple(str(part) for part in err["loc"] if not str(part).startswith(skipped))
     # pydantic adds the union member tried ("str", "int", "bool", ...) to the location; drop it.
     loc = tuple(p for p in loc if p not in {"str", "int", "float", "bool", "none", "is-instance"})
     key = ".".join(loc) if loc else "(top level)"
@@ -230,7 +231,7 @@ def _describe(err: dict, raw: dict, source: str, lines: dict, overridden: set) -
         message = "expected a mapping of keys (e.g. `units: 64` on the next lines, indented)"
     elif "input" in err and err["type"] != "missing":
         message = f"{message} (got {err['input']!r})"
-    if loc in overridden:
+    if any(key[: len(loc)] == loc or loc[: len(key)] == key for key in overridden):
         where = "--set"
     elif loc in lines:
         where = f"{source}:{lines[loc]}"

@@ -111,7 +111,8 @@ class TrainingDisplay:
             names = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
                      "examples/s")
             line = "  ".join(f"{n} {c}" for n, c in zip(names, cells))
-            self.console.print(line + ("  best" if row["best"] else ""), markup=False)
+            self.console.print(line + ("  best" if row["best"] else ""), markup=False,
+                               soft_wrap=True)
 
 
 def report_tables(report: Mapping[str, Any], console: Console) -> list[Table]:

@@ -7,10 +7,10 @@ plus masking is the layout the cuDNN kernel accepts on a GPU (with recurrent_dro
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
-
+from bilstm_cli.backend import keras
 from bilstm_cli.config import ModelConfig
+
+layers, ops = keras.layers, keras.ops
 
 
 @keras.saving.register_keras_serializable(package="bilstm")

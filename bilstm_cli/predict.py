@@ -36,9 +36,8 @@ class TensorFlowEngine:
 
     def __init__(self, model: Any) -> None:
         if isinstance(model, (str, Path)):
-            import keras
-
-            import bilstm_cli.model  # noqa: F401 - registers the custom layers for loading
+            from bilstm_cli.backend import keras
+            from bilstm_cli.model import MaskedGlobalMaxPooling1D  # noqa: F401 - registers it
 
             path = Path(model)
             if not path.is_file():

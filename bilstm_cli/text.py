@@ -35,7 +35,7 @@ def build_tokenizer(
     max_length: int = 200,
     truncate: str = "end",
 ) -> Tokenizer:
-    """A word-level vocabulary of the `max_tokens` most frequent tokens (special tokens included)."""
+    """A word-level vocabulary of the `max_tokens` most frequent tokens (specials included)."""
     tokenizer = _empty_tokenizer(lowercase)
     trainer = trainers.WordLevelTrainer(
         vocab_size=max_tokens, min_frequency=min_frequency, special_tokens=[PAD, UNK],

@@ -19,13 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from bilstm_cli import __version__
+from bilstm_cli.backend import configure_threads, keras, tf
 from bilstm_cli.config import Config, config_to_yaml
 from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits
+from bilstm_cli.model import build_model
 from bilstm_cli.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -55,36 +56,13 @@ def run_name(config: Config) -> str:
     return config.output.name or f"{data}-{'bilstm' if config.model.bidirectional else 'lstm'}"
 
 
-def import_tensorflow(config: Config) -> Any:
-    """Set TensorFlow's thread pools before it starts them.
-
-    On a CPU, TensorFlow's default spreads every small LSTM matmul over all cores. A
-    bidirectional layer has two independent chains (forward and backward): running them side by
-    side, each on its share of the cores, is faster than splitting each step.
-    """
-    import tensorflow as tf
-
-    cores = config.training.threads or os.cpu_count() or 1
-    if not tf.config.list_physical_devices("GPU"):
-        try:
-            if config.model.bidirectional and cores >= 2:
-                tf.config.threading.set_inter_op_parallelism_threads(2)
-                tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // 2))
-            else:
-                tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
-                tf.config.threading.set_intra_op_parallelism_threads(cores)
-        except RuntimeError:
-            pass  # already initialised in this process (tests); keep its settings
-    return tf
-
-
 def _label_array(labels: list[str], names: list[str], binary: bool) -> np.ndarray:
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[label] for label in labels], dtype=np.int32)
     return y.astype(np.float32).reshape(-1, 1) if binary else y
 
 
-def _batch_dataset(tf: Any, ids: list[np.ndarray], y: np.ndarray, batch_size: int,
+def _batch_dataset(ids: list[np.ndarray], y: np.ndarray, batch_size: int,
                    seed: int | None, bucket: bool) -> tuple[Any, int]:
     """A tf.data pipeline of padded batches; with a seed, reshuffled (reproducibly) per epoch."""
     lengths = np.array([len(x) for x in ids])
@@ -100,6 +78,7 @@ def _batch_dataset(tf: Any, ids: list[np.ndarray], y: np.ndarray, batch_size: in
     dataset = tf.data.Dataset.from_generator(batches, output_signature=(
         tf.TensorSpec((None, None), tf.int32), tf.TensorSpec(label_shape, y.dtype)))
     steps = -(-len(ids) // batch_size)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(2), steps
 
 
@@ -111,8 +90,7 @@ def train(
     splits: Splits | None = None,
 ) -> TrainResult:
     started = datetime.now(timezone.utc)
-    tf = import_tensorflow(config)
-    from bilstm_cli.model import build_model
+    configure_threads(config.model.bidirectional, config.training.threads)
 
     keras.utils.set_random_seed(config.training.seed)
     splits = splits or load_splits(config.data, config.training.seed)
@@ -142,10 +120,10 @@ def train(
         metrics=["accuracy"],
     )
     train_data, steps = _batch_dataset(
-        tf, train_ids, _label_array(splits.train.labels, labels, binary),
+        train_ids, _label_array(splits.train.labels, labels, binary),
         config.training.batch_size, config.training.seed, config.training.bucket_by_length)
     val_data, _ = _batch_dataset(
-        tf, val_ids, _label_array(splits.validation.labels, labels, binary),
+        val_ids, _label_array(splits.validation.labels, labels, binary),
         config.training.batch_size, None, config.training.bucket_by_length)
 
     display = TrainingDisplay(config.training.epochs)
@@ -155,7 +133,7 @@ def train(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     with display:
         model.fit(train_data, validation_data=val_data, epochs=config.training.epochs,
-                  callbacks=callbacks, verbose=0)
+                  callbacks=callbacks, verbose=0, shuffle=False)
     if recorder.best_weights is not None:
         model.set_weights(recorder.best_weights)
 

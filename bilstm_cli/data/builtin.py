@@ -76,7 +76,9 @@ def load_builtin(name: str) -> dict[str, tuple[list[str], list[str]]]:
     try:
         return _load_imdb(path) if name == "imdb" else _load_sst2(path)
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: cannot read the {name} archive ({exc}); is it complete?") from None
+        raise UserError(
+            f"{path}: cannot read the {name} archive ({exc}); is it complete?"
+        ) from None
 
 
 def _load_imdb(path: Path) -> dict[str, tuple[list[str], list[str]]]:

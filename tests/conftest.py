@@ -1,0 +1,96 @@
+"""Shared fixtures: small data sets written into a temporary folder, and one tiny trained run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# TensorFlow's native-log filter swaps file descriptor 2, which fights pytest's capture.
+os.environ["BILSTM_NATIVE_LOGS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+POSITIVE = "great wonderful superb brilliant moving delightful excellent".split()
+NEGATIVE = "awful boring terrible dull weak tedious dreadful".split()
+NEUTRAL = "film movie plot actor scene story the a it was and".split()
+
+
+def toy_examples(count: int, seed: int = 0, classes: int = 2) -> list[tuple[str, str]]:
+    """Texts whose label follows from their words, so a tiny model learns them in a few steps."""
+    rng = random.Random(seed)
+    examples = []
+    for i in range(count):
+        if classes == 2:
+            label = "pos" if i % 2 else "neg"
+            cue = POSITIVE if label == "pos" else NEGATIVE
+        else:
+            label = ["pos", "neg", "meh"][i % 3]
+            cue = {"pos": POSITIVE, "neg": NEGATIVE, "meh": ["okay", "average", "fine"]}[label]
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 12))]
+        for _ in range(rng.randint(1, 3)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(cue))
+        examples.append((" ".join(words), label))
+    return examples
+
+
+def write_tsv(path: Path, examples: list[tuple[str, str]], header=("text", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        if header:
+            writer.writerow(header)
+        writer.writerows(examples)
+    return path
+
+
+def write_jsonl(path: Path, examples: list[tuple[str, str]]) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for text, label in examples:
+            handle.write(json.dumps({"text": text, "label": label}) + "\n")
+    return path
+
+
+def run_cli(*args: str, cwd: Path, input: str | None = None, env: dict | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m bilstm_cli ...` as a user would, in its own process."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("BILSTM_NATIVE_LOGS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bilstm_cli", *args], cwd=cwd, input=input, text=True,
+        capture_output=True, env=full_env, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def toy_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("toy")
+    return {
+        "train": write_tsv(folder / "train.tsv", toy_examples(240, seed=1)),
+        "test": write_tsv(folder / "test.tsv", toy_examples(60, seed=2)),
+        "test_jsonl": write_jsonl(folder / "test.jsonl", toy_examples(60, seed=2)),
+        "folder": folder,
+    }
+
+
+TINY = [
+    "--set", "data.dataset=null", "--set", "model.units=8", "--set", "model.embedding_dim=8",
+    "--set", "training.learning_rate=0.02", "--set", "data.max_tokens=100",
+    "--epochs", "4", "--batch-size", "16",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_run(toy_files) -> Path:
+    """One tiny bidirectional model trained through the CLI, shared by the tests that read it."""
+    folder = toy_files["folder"]
+    result = run_cli(
+        "train", "--bidirectional", *TINY, "--set", f"data.train={toy_files['train']}",
+        "--set", f"data.test={toy_files['test']}", "--output", str(folder / "runs"), cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr
+    return (folder / "runs" / "latest").resolve()

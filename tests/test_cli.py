@@ -1,0 +1,133 @@
+"""End to end through the command line, in real processes, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+from conftest import TINY, run_cli
+
+
+def test_help_and_version_do_not_import_tensorflow():
+    code = ("import sys; from bilstm_cli.cli import app\n"
+            "from typer.testing import CliRunner\n"
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output\n"
+            "r = CliRunner().invoke(app, ['--version']); assert 'bilstm ' in r.output\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_error_is_one_message_exit_2(tmp_path):
+    result = run_cli("train", "--set", "model.unitz=3", "--set", "training.epochs=0",
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert "model.unitz: unknown key (did you mean model.units?)" in result.stderr
+    assert "training.epochs" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_dry_run_prints_config_and_summary(toy_files, tmp_path):
+    result = run_cli("train", "--dry-run", "--set", "data.dataset=null",
+                     "--set", f"data.train={toy_files['train']}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "bidirectional: false" in result.stdout
+    assert "| train" in result.stdout and "216" in result.stdout  # 240 - 10% validation
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_writes_a_complete_run_folder(trained_run):
+    for name in ("model.keras", "tokenizer.json", "labels.json", "config.yaml", "history.csv",
+                 "metrics.json", "run.json"):
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test"]["examples"] == 60
+    assert metrics["test"]["accuracy"] > 0.8  # the toy task is easy
+    history = (trained_run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy")
+    assert len(history) == 1 + metrics["epochs_run"]
+    assert json.loads((trained_run / "labels.json").read_text()) == {"labels": ["neg", "pos"]}
+
+
+def test_predict_arguments_stdin_and_alignment(trained_run, tmp_path):
+    result = run_cli("predict", "--model", str(trained_run), "superb brilliant film",
+                     "awful dull plot", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
+    assert 0.5 <= float(lines[0].split("\t")[1]) <= 1.0
+
+    stdin = "great movie\n\nterrible boring\n\n\nwonderful\n"
+    result = run_cli("predict", "-", "--model", str(trained_run), "--batch-size", "2",
+                     "--format", "jsonl", cwd=tmp_path, input=stdin)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == stdin.splitlines()
+    assert records[0]["label"] == "pos" and records[2]["label"] == "neg"
+    assert set(records[0]["probabilities"]) == {"neg", "pos"}
+
+
+def test_predict_input_file_label_format_and_latest(trained_run, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("delightful\nweak tedious\n")
+    runs = trained_run.parent
+    result = run_cli("predict", "--input", str(texts), "--format", "label", "--top-k", "2",
+                     cwd=runs.parent)  # --model defaults to runs/latest
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "pos\nneg\n"
+
+
+def test_predict_without_a_model_is_a_user_error(tmp_path):
+    result = run_cli("predict", "hello", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no trained model at runs/latest" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_broken_pipe_is_quiet(trained_run, tmp_path):
+    lines = "".join(f"great film {i}\n" for i in range(3000))
+    command = (f"{sys.executable} -m bilstm_cli predict - --model {trained_run} "
+               "--batch-size 1 | head -1")
+    result = subprocess.run(["bash", "-c", command], input=lines, text=True,
+                            capture_output=True, cwd=tmp_path)
+    assert result.stdout.count("\n") == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_evaluate_tables_and_json(trained_run, toy_files, tmp_path):
+    result = run_cli("evaluate", "--model", str(trained_run), "--data",
+                     str(toy_files["test_jsonl"]), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert report["examples"] == 60
+    assert report["accuracy"] == metrics["test"]["accuracy"]  # same texts as test.tsv
+    assert report["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+
+    result = run_cli("evaluate", "--model", str(trained_run), "--data",
+                     str(toy_files["test"]), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
+    assert "weighted avg" in result.stdout
+
+
+def test_evaluate_unknown_label_is_a_user_error(trained_run, tmp_path):
+    data = tmp_path / "odd.tsv"
+    data.write_text("text\tlabel\ngreat\tmaybe\n")
+    result = run_cli("evaluate", "--model", str(trained_run), "--data", str(data), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "'maybe' are not among the model's labels" in result.stderr
+
+
+def test_multiclass_unidirectional_training(toy_files, tmp_path):
+    from conftest import toy_examples, write_jsonl
+
+    data = write_jsonl(tmp_path / "three.jsonl", toy_examples(150, seed=4, classes=3))
+    result = run_cli("train", "--unidirectional", *TINY, "--set", f"data.train={data}",
+                     "--set", "model.pooling=mean", "--output", str(tmp_path / "runs"),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "validation accuracy" in result.stdout
+    result = run_cli("predict", "okay average", "--model", str(tmp_path / "runs" / "latest"),
+                     "--format", "jsonl", cwd=tmp_path)
+    record = json.loads(result.stdout)
+    assert set(record["probabilities"]) == {"meh", "neg", "pos"}
+    assert abs(sum(record["probabilities"].values()) - 1) < 1e-4

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bilstm_cli.config import Config, load_config, parse_override, resolve_config_path
+from bilstm_cli.errors import UserError
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+def test_defaults_are_the_documented_reference():
+    reference = yaml.safe_load((CONFIGS / "reference.yaml").read_text())
+    assert Config.model_validate(reference) == Config()
+
+
+def test_shipped_configs_validate():
+    assert load_config(CONFIGS / "imdb.yaml").data.dataset == "imdb"
+    sst2 = load_config(resolve_config_path("sst2"))
+    assert sst2.data.dataset == "sst2"
+    assert resolve_config_path(None).name == "imdb.yaml"
+
+
+def test_overrides_and_shortcuts_apply_in_order(tmp_path):
+    config = load_config(
+        CONFIGS / "imdb.yaml",
+        ["model.units=32", "data.truncate=start", "training.clipnorm=null"],
+        {"model.bidirectional": True, "training.epochs": 2},
+    )
+    assert config.model.units == 32
+    assert config.data.truncate == "start"
+    assert config.training.clipnorm is None
+    assert config.model.bidirectional is True
+    assert config.training.epochs == 2
+
+
+def test_all_problems_listed_with_key_path_line_and_suggestion(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "data:\n  max_tokns: 100\n  max_length: -5\nmodel:\n  units: many\n  pooling: median\n"
+    )
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "4 problems" in message
+    assert "data.max_tokns: unknown key (did you mean data.max_tokens?)" in message
+    assert f"[{path}:2]" in message
+    assert "data.max_length: Input should be greater than or equal to 1" in message
+    assert f"[{path}:3]" in message
+    assert "model.units" in message and "'many'" in message
+    assert "model.pooling" in message and "'last', 'max' or 'mean'" in message
+
+
+def test_unknown_section_and_set_source():
+    with pytest.raises(UserError) as info:
+        load_config(None, ["modle.units=3"])
+    assert "modle: unknown key (did you mean model?) [--set]" in str(info.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("data:\n  max_tokens: 100\n model: [\n")
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert f"{path}:3" in str(info.value)
+    assert "YAML syntax error" in str(info.value)
+
+
+def test_dataset_and_files_are_exclusive():
+    with pytest.raises(UserError, match="data.dataset and data.train are both set"):
+        load_config(None, ["data.train=x.tsv"])
+    with pytest.raises(UserError, match="give data.dataset"):
+        load_config(None, ["data.dataset=null"])
+
+
+@pytest.mark.parametrize("item", ["nokey", "units=3", "model.=3"])
+def test_malformed_overrides(item):
+    with pytest.raises(UserError, match="--set"):
+        parse_override(item)
+
+
+def test_override_values_are_yaml():
+    assert parse_override("data.labels=[a, b]") == (("data", "labels"), ["a", "b"])
+    assert parse_override("data.text_column=2") == (("data", "text_column"), 2)
+
+
+def test_missing_config_file():
+    with pytest.raises(UserError, match="config file not found: nope.yaml"):
+        resolve_config_path("nope.yaml")

@@ -1,0 +1,59 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bilstm_cli.errors import UserError
+from bilstm_cli.predict import class_probabilities, format_prediction, line_batches
+
+LABELS = ["neg", "pos"]
+
+
+def test_binary_outputs_become_two_columns():
+    np.testing.assert_allclose(class_probabilities([[0.25], [1.0]], 2),
+                               [[0.75, 0.25], [0.0, 1.0]])
+
+
+def test_tsv_label_and_top_k_formats():
+    p = np.array([0.1, 0.7, 0.2])
+    labels = ["a", "b", "c"]
+    assert format_prediction("t", p, 1, labels, "tsv") == "b\t0.700000"
+    assert format_prediction("t", p, 1, labels, "label") == "b"
+    assert format_prediction("t", p, 1, labels, "tsv", top_k=2) == "b\t0.700000\tc\t0.200000"
+
+
+def test_jsonl_record():
+    record = json.loads(format_prediction("ça va", np.array([0.3, 0.7]), 1, LABELS, "jsonl"))
+    assert record == {"text": "ça va", "label": "pos", "probability": 0.7,
+                      "probabilities": {"neg": 0.3, "pos": 0.7}}
+
+
+def _pipe_with(data: bytes) -> int:
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    return read_end
+
+
+def test_line_batches_keep_empty_lines_and_order():
+    fd = _pipe_with(b"one\n\nthree\r\nfour")
+    assert [line for batch in line_batches(fd, 2) for line in batch] == ["one", "", "three",
+                                                                         "four"]
+    os.close(fd)
+
+
+def test_line_batches_respect_batch_size():
+    fd = _pipe_with(b"".join(b"%d\n" % i for i in range(10)))
+    assert [len(b) for b in line_batches(fd, 4)] == [4, 4, 2]
+    os.close(fd)
+
+
+def test_invalid_utf8_names_the_line_or_is_replaced():
+    fd = _pipe_with(b"fine\nbad \xff\n")
+    with pytest.raises(UserError, match="<stdin>:2: invalid UTF-8"):
+        list(line_batches(fd, 10))
+    os.close(fd)
+    fd = _pipe_with(b"fine\nbad \xff\n")
+    assert list(line_batches(fd, 10, errors="replace")) == [["fine", "bad \ufffd"]]
+    os.close(fd)

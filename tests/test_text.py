@@ -1,0 +1,70 @@
+import numpy as np
+
+from bilstm_cli.text import (
+    PAD_ID,
+    UNK_ID,
+    build_tokenizer,
+    encode,
+    length_batches,
+    pad,
+    token_lengths,
+    unknown_share,
+)
+
+
+def vocab_tokens(tokenizer, ids):
+    return [tokenizer.id_to_token(int(i)) for i in ids]
+
+
+def test_lowercase_punctuation_and_html_breaks():
+    tokenizer = build_tokenizer(["Great film!<br /><br />Loved it, really."], max_tokens=50)
+    ids = encode(tokenizer, ["GREAT film!<br />loved it"])[0]
+    assert vocab_tokens(tokenizer, ids) == ["great", "film", "!", "loved", "it"]
+
+
+def test_vocabulary_keeps_the_most_frequent_tokens():
+    tokenizer = build_tokenizer(["a a a b b c"], max_tokens=4)
+    assert tokenizer.get_vocab_size() == 4
+    assert tokenizer.token_to_id("[PAD]") == PAD_ID and tokenizer.token_to_id("[UNK]") == UNK_ID
+    assert list(encode(tokenizer, ["a b c"])[0]) == [2, 3, UNK_ID]
+
+
+def test_min_frequency():
+    tokenizer = build_tokenizer(["a a b"], max_tokens=10, min_frequency=2)
+    assert list(encode(tokenizer, ["a b"])[0]) == [2, UNK_ID]
+
+
+def test_truncation_keeps_start_or_end():
+    text = "one two three four five"
+    keep_start = build_tokenizer([text], 20, max_length=2, truncate="end")
+    keep_end = build_tokenizer([text], 20, max_length=2, truncate="start")
+    assert vocab_tokens(keep_start, encode(keep_start, [text])[0]) == ["one", "two"]
+    assert vocab_tokens(keep_end, encode(keep_end, [text])[0]) == ["four", "five"]
+
+
+def test_empty_text_becomes_one_unknown_token():
+    tokenizer = build_tokenizer(["x"], 10)
+    assert list(encode(tokenizer, ["", "   "])[0]) == [UNK_ID]
+    assert unknown_share(encode(tokenizer, ["x y"])) == 0.5
+
+
+def test_token_lengths_are_untruncated():
+    assert list(token_lengths(["a b, c", ""])) == [4, 0]
+
+
+def test_pad_on_the_right():
+    batch = pad([np.array([5, 6, 7]), np.array([8])])
+    assert batch.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch.dtype == np.int32
+
+
+def test_length_batches_cover_every_index_once_and_group_lengths():
+    lengths = np.random.default_rng(0).integers(1, 300, size=1000)
+    batches = length_batches(lengths, 32, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 30  # similar lengths share a batch (random batches would spread ~280)
+    again = length_batches(lengths, 32, np.random.default_rng(1))
+    assert all((a == b).all() for a, b in zip(batches, again))
+    unshuffled = length_batches(lengths, 32)
+    assert [len(b) for b in unshuffled][:-1] == [32] * 31
