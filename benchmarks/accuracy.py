@@ -1,0 +1,84 @@
+"""Accuracy and wall time of the shipped configs: IMDB and SST-2, unidirectional and bidirectional.
+
+    BILSTM_DATA_DIR=../shared/data python benchmarks/accuracy.py [--markdown FILE] [--only imdb]
+
+Each run is `bilstm train -c CONFIG --unidirectional|--bidirectional` as a user types it, in its
+own process; the table gives test accuracy (IMDB test, SST-2 dev), validation accuracy, the best
+epoch, seconds per epoch and the run's wall time. It answers the question this tool exists for:
+what the backward direction buys, on the same data, config and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PEERS = {
+    "imdb": "fastText bigrams 0.880-0.884, TF-IDF (1-2 grams) + logistic regression 0.906",
+    "sst2": "fastText 0.812-0.813, TF-IDF + logistic regression 0.820",
+}
+
+
+def run(config: str, bidirectional: bool, output: Path, extra: list[str]) -> dict:
+    direction = "--bidirectional" if bidirectional else "--unidirectional"
+    command = [sys.executable, "-m", "bilstm_cli", "train", "-c", config, direction,
+               "--output", str(output), *extra]
+    start = time.perf_counter()
+    finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    wall = time.perf_counter() - start
+    if finished.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{finished.stderr}")
+    metrics = json.loads((output / "latest" / "metrics.json").read_text())
+    return {
+        "config": config,
+        "model": "BiLSTM" if bidirectional else "LSTM",
+        "test": metrics["test"]["accuracy"],
+        "validation": metrics["validation"]["accuracy"],
+        "best_epoch": f"{metrics['best_epoch']}/{metrics['epochs_run']}",
+        "seconds_per_epoch": metrics["seconds_per_epoch"],
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["imdb", "sst2"], help="one data set")
+    parser.add_argument("--markdown", type=Path, help="append the table to this file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="passed to every run as --set")
+    args = parser.parse_args()
+    extra = [item for override in args.overrides for item in ("--set", override)]
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for config in (args.only,) if args.only else ("imdb", "sst2"):
+            for bidirectional in (False, True):
+                result = run(config, bidirectional, Path(scratch) / f"{config}-{bidirectional}",
+                             extra)
+                print(json.dumps(result), file=sys.stderr)
+                rows.append(result)
+    lines = [
+        "| config | model | test accuracy | validation accuracy | best epoch | s/epoch | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| configs/{r['config']}.yaml | {r['model']} | {r['test']:.4f} | "
+                     f"{r['validation']:.4f} | {r['best_epoch']} | {r['seconds_per_epoch']:.0f} | "
+                     f"{r['wall']:.0f} |")
+    lines.append("")
+    for config in dict.fromkeys(r["config"] for r in rows):
+        lines.append(f"- {config} peers on the same test set: {PEERS[config]}")
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as handle:
+            handle.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Training speed: the Keras BiLSTM script this tool grew from vs `bilstm train`, same data.
+
+    BILSTM_DATA_DIR=../shared/data python benchmarks/train_speed.py [--examples N] [--repeats R]
+
+One after the other, each in its own process (so peak memory is its own):
+  (a) the reference: Embedding(10,000, 128) -> Bidirectional(LSTM(64)) -> Dropout(0.5) ->
+      Dense(1, sigmoid), texts cut and padded to 200 tokens (Keras' `pad_sequences`: pre-padding,
+      no mask), batch 128, Adam, one epoch plus validation;
+  (b) `bilstm train --bidirectional` with the same sizes (vocabulary 10,000, 200 tokens, units 64,
+      embedding 128, batch 128, one epoch), as a user runs it.
+Both read the same IMDB training split (the 90% that `bilstm` trains on) through the same
+tokenizer. It reports examples/s, seconds per epoch, validation seconds, peak RSS, the ratio b/a,
+and the share of this machine's float32 matmul peak (measured here, once) that each achieves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+UNITS, EMBEDDING, VOCAB, LENGTH, BATCH = 64, 128, 10_000, 200, 128
+
+
+def macs_per_example(steps: float, directions: int = 2) -> float:
+    """Multiply-adds of one example through the LSTM, forward and backward pass.
+
+    Each step of one direction costs 4 gates x units x (inputs + units) multiply-adds forward;
+    the backward pass costs about twice the forward (gradients for inputs and for weights).
+    The embedding lookup and the dense head are negligible next to it.
+    """
+    forward = steps * directions * 4 * UNITS * (EMBEDDING + UNITS)
+    return 3 * forward
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate (large sgemm through NumPy's BLAS), best of a few."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).random((size, size), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def load_training_ids(examples: int | None):
+    """IMDB's training split as `bilstm` holds it out (seed 42), tokenized by its tokenizer."""
+    from bilstm_cli.config import load_config
+    from bilstm_cli.data import load_splits
+    from bilstm_cli.text import build_tokenizer, encode
+
+    config = load_config(None, [f"data.max_tokens={VOCAB}", f"data.max_length={LENGTH}"]
+                         + ([f"data.max_examples={examples}"] if examples else []))
+    splits = load_splits(config.data, config.training.seed)
+    tokenizer = build_tokenizer(splits.train.texts, VOCAB, max_length=LENGTH)
+    def labels(dataset):
+        return [1.0 if label == "positive" else 0.0 for label in dataset.labels]
+
+    return (encode(tokenizer, splits.train.texts), labels(splits.train),
+            encode(tokenizer, splits.validation.texts), labels(splits.validation))
+
+
+def reference_child(examples: int | None) -> dict:
+    """(a): the plain Keras script, written out as people write it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+
+    x_train, y_train, x_val, y_val = load_training_ids(examples)
+    x_train = keras.utils.pad_sequences(x_train, maxlen=LENGTH)
+    x_val = keras.utils.pad_sequences(x_val, maxlen=LENGTH)
+    y_train, y_val = np.array(y_train), np.array(y_val)
+
+    keras.utils.set_random_seed(42)
+    model = keras.Sequential([
+        keras.Input(shape=(None,), dtype="int32"),
+        keras.layers.Embedding(VOCAB, EMBEDDING),
+        keras.layers.Bidirectional(keras.layers.LSTM(UNITS)),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+
+    class StepTimes(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.times = []
+            self.last = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            self.times.append(now - self.last)
+            self.last = now
+
+    steps = StepTimes()
+    start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=BATCH, epochs=1, callbacks=[steps], verbose=0)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    _, accuracy = model.evaluate(x_val, y_val, batch_size=BATCH, verbose=0)
+    validation_seconds = time.perf_counter() - start
+    steady = steps.times[5:-1] or steps.times
+    return {
+        "examples": len(x_train),
+        "train_seconds": train_seconds,
+        "examples_per_second": len(x_train) / train_seconds,
+        "steady_examples_per_second": BATCH / statistics.median(steady),
+        "median_step_ms": 1000 * statistics.median(steady),
+        "validation_seconds": validation_seconds,
+        "validation_accuracy": accuracy,
+        "mean_steps": float(LENGTH),
+    }
+
+
+def bilstm_child(examples: int | None, output: Path) -> dict:
+    """(b): `bilstm train` through its CLI, with the reference's sizes."""
+    import csv
+
+    import numpy as np
+
+    command = [
+        sys.executable, "-m", "bilstm_cli", "train", "--bidirectional", "--epochs", "1",
+        "--batch-size", str(BATCH), "--output", str(output),
+        "--set", f"data.max_tokens={VOCAB}", "--set", f"data.max_length={LENGTH}",
+        "--set", f"model.units={UNITS}", "--set", f"model.embedding_dim={EMBEDDING}",
+        "--set", "model.pooling=last", "--set", "model.layers=1",
+        "--set", "output.name=speed",
+    ] + (["--set", f"data.max_examples={examples}"] if examples else [])
+    finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    if finished.returncode != 0:
+        raise SystemExit(f"bilstm train failed:\n{finished.stderr}")
+    run = output / "latest"
+    row = next(csv.DictReader(open(run / "history.csv")))
+    train_ids, _, _, _ = load_training_ids(examples)
+    return {
+        "examples": len(train_ids),
+        "train_seconds": float(row["train_seconds"]),
+        "examples_per_second": float(row["examples_per_second"]),
+        "validation_seconds": float(row["validation_seconds"]),
+        "validation_accuracy": float(row["val_accuracy"]),
+        # Bucketing trims each batch to its longest text: the LSTM runs this many steps on average.
+        "mean_steps": float(np.mean([min(len(x), LENGTH) for x in train_ids])),
+    }
+
+
+def run_child(kind: str, examples: int | None, output: Path) -> dict:
+    """Run one side in a fresh process and read its peak RSS from the kernel."""
+    command = [sys.executable, __file__, "--child", kind, "--output", str(output)]
+    if examples:
+        command += ["--examples", str(examples)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{kind} failed (status {status})")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=None,
+                        help="cap the training split (default: all 22,500)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side (median)")
+    parser.add_argument("--markdown", type=Path, help="append the result table to this file")
+    parser.add_argument("--child", choices=["reference", "bilstm"], help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child == "reference":
+        print(json.dumps(reference_child(args.examples)))
+        return
+    if args.child == "bilstm":
+        print(json.dumps(bilstm_child(args.examples, args.output)))
+        return
+
+    peak = matmul_gflops()
+    print(f"float32 matmul peak: {peak:.0f} GFLOP/s", file=sys.stderr)
+    results: dict[str, list[dict]] = {"reference": [], "bilstm": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for repeat in range(args.repeats):
+            for kind in ("reference", "bilstm"):
+                print(f"run {repeat + 1}/{args.repeats}: {kind} ...", file=sys.stderr)
+                result = run_child(kind, args.examples, Path(scratch) / f"{kind}-{repeat}")
+                results[kind].append(result)
+                print(json.dumps(result), file=sys.stderr)
+
+    def median(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[kind])
+
+    lines = [
+        "| | examples/s | s/epoch (train) | validation s | val acc | peak RSS MB | "
+        "LSTM steps/example | achieved GFLOP/s | share of peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, name in (("reference", "(a) Keras reference"), ("bilstm", "(b) bilstm train")):
+        rate = median(kind, "examples_per_second")
+        steps = median(kind, "mean_steps")
+        achieved = rate * macs_per_example(steps) * 2 / 1e9
+        lines.append(
+            f"| {name} | {rate:.0f} | {median(kind, 'train_seconds'):.1f} | "
+            f"{median(kind, 'validation_seconds'):.1f} | "
+            f"{median(kind, 'validation_accuracy'):.4f} | "
+            f"{median(kind, 'peak_rss_mb'):.0f} | {steps:.0f} | {achieved:.1f} | "
+            f"{achieved / peak:.1%} |"
+        )
+    ratio = median("bilstm", "examples_per_second") / median("reference", "examples_per_second")
+    steady = median("reference", "steady_examples_per_second")
+    lines += [
+        "",
+        f"- ratio b/a (examples/s over the epoch): **{ratio:.2f}x**",
+        f"- reference steady-state: {steady:.0f} examples/s "
+        f"({median('reference', 'median_step_ms'):.0f} ms/step, median of steps)",
+        f"- matmul peak measured in this run: {peak:.0f} GFLOP/s; a full-length example costs "
+        f"{macs_per_example(LENGTH) * 2 / 1e6:.0f} MFLOP (forward + backward, both directions)",
+        f"- {args.repeats} run(s) of each side, medians; training examples: "
+        f"{results['reference'][0]['examples']}",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as handle:
+            handle.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
