@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bilstm_cli.errors import UserError
 
@@ -28,10 +35,13 @@ class DataConfig(Section):
     train: str | None = None
     validation: str | None = None
     test: str | None = None
-    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    format: Literal["auto", "tsv", "csv", "jsonl", "fasttext", "folder", "parquet"] = "auto"
     text_column: str | int = "text"
     label_column: str | int = "label"
     header: bool | Literal["auto"] = "auto"
+    label_prefix: str = Field("__label__", min_length=1)
+    labels: list[str] | None = Field(None, min_length=2)
+    on_bad_row: Literal["error", "skip"] = "error"
     validation_split: float = Field(0.1, gt=0.0, lt=1.0)
     max_examples: int | None = Field(None, ge=2)
     max_tokens: int = Field(20000, ge=3)
@@ -39,6 +49,16 @@ class DataConfig(Section):
     lowercase: bool = True
     max_length: int = Field(200, ge=1)
     truncate: Literal["end", "start"] = "end"
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _distinct_labels(cls, labels: Any) -> Any:
+        """Labels are strings (YAML reads `[0, 1]` as numbers), each listed once."""
+        if isinstance(labels, list):
+            labels = [str(label).strip() for label in labels]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"a label is listed twice ({', '.join(labels)})")
+        return labels
 
     @model_validator(mode="after")
     def _dataset_or_files(self) -> DataConfig:
@@ -74,6 +94,24 @@ class TrainingConfig(Section):
     bucket_by_length: bool = True
     threads: int | None = Field(None, ge=1)
     tensorboard: bool = False
+    class_weight: Literal["none", "balanced"] | dict[str, float] = "none"
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_weight(cls, value: Any) -> Any:
+        """One clear message instead of one per union member; label keys as strings."""
+        if value is None:
+            return "none"
+        if isinstance(value, dict):
+            for label, weight in value.items():
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+                    raise ValueError(f"the weight of {label!r} must be a positive number "
+                                     f"(got {weight!r})")
+            return {str(label): float(weight) for label, weight in value.items()}
+        if value not in ("none", "balanced"):
+            raise ValueError(f"expected none, balanced, or a mapping {{label: weight}} "
+                             f"(got {value!r})")
+        return value
 
 
 class OutputConfig(Section):

@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 stderr = Console(stderr=True, highlight=False)
@@ -153,14 +162,83 @@ def summary_tables(summary: Mapping[str, Any], console: Console) -> list[Table]:
     splits.add_column("examples", justify="right")
     for label in labels:
         splits.add_column(label, justify="right")
-    lengths = _table(console, f"length in tokens (max_length {summary['max_length']})")
+    splits.add_column("skipped rows", justify="right")
+    vocabulary = summary.get("vocabulary_size")
+    lengths = _table(console, f"length in tokens (max_length {summary['max_length']})"
+                     + (f"; vocabulary {vocabulary} tokens" if vocabulary else ""))
     lengths.add_column("split")
-    for column in ("p50", "p90", "p95", "p99", "max", "truncated"):
+    for column in ("p50", "p90", "p95", "p99", "max", "truncated", "in vocabulary"):
         lengths.add_column(column, justify="right")
+    notes = []
     for name, split in summary["splits"].items():
         splits.add_row(name, split["source"], str(split["examples"]),
-                       *(str(split["classes"].get(label, 0)) for label in labels))
+                       *(str(split["classes"].get(label, 0)) for label in labels),
+                       str(split.get("skipped_rows", 0)))
         pct = split["length_percentiles"]
+        coverage = split.get("vocabulary_coverage")
         lengths.add_row(name, *(str(pct[k]) for k in ("p50", "p90", "p95", "p99", "max")),
-                        f"{split['truncated_share']:.1%}")
-    return [splits, lengths]
+                        f"{split['truncated_share']:.1%}",
+                        "" if coverage is None else f"{coverage:.1%}")
+        notes += [f"skipped: {m}" for m in split.get("bad_rows", [])]
+        if split.get("skipped_rows", 0) > len(split.get("bad_rows", [])):
+            notes.append(f"skipped: ... {split['skipped_rows'] - len(split['bad_rows'])} more "
+                         f"in {split['source']}")
+        notes += split.get("notes", [])
+    tables = [splits, lengths]
+    weights = summary.get("class_weight")
+    if notes or weights:
+        extra = _table(console, "notes")
+        extra.add_column("")
+        if weights:
+            extra.add_row("class weights: " + ", ".join(f"{k} {v:.4g}" for k, v in weights.items()))
+        for note in notes:
+            extra.add_row(note)
+        tables.append(extra)
+    return tables
+
+
+@contextmanager
+def download_progress(
+    label: str, console: Console = stderr
+) -> Iterator[Callable[[int, int | None], None]]:
+    """A callback (bytes done, total or None) that shows a download: a rich bar with bytes,
+    speed and ETA on a terminal, else a plain line every 10% (or every 10 s without a size)."""
+    if not console.is_terminal:
+        yield _PlainDownloadLines(label, console)
+        return
+    progress = Progress(
+        TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=console, transient=False,
+    )
+    with progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+class _PlainDownloadLines:
+    def __init__(self, label: str, console: Console) -> None:
+        self.label = label
+        self.console = console
+        self.started = time.monotonic()
+        self.last_time = 0.0
+        self.last_tenth = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic() - self.started
+        if total:
+            tenth = done * 10 // total
+            if tenth <= self.last_tenth:
+                return
+            self.last_tenth = tenth
+        elif now - self.last_time < 10 and done:
+            return
+        self.last_time = now
+        speed = done / now if now > 0 else 0.0
+        of = f" of {total / 1e6:.1f} MB ({done / total:.0%})" if total else ""
+        eta = f", ETA {(total - done) / speed:.0f} s" if total and speed and done < total else ""
+        self.console.print(f"{self.label}: {done / 1e6:.1f} MB{of}, {speed / 1e6:.2f} MB/s{eta}",
+                           markup=False, soft_wrap=True)

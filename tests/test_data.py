@@ -154,5 +154,6 @@ def test_builtin_sst2_and_missing_archive_message(tmp_path, monkeypatch):
     assert splits["test"] == (["fine"], ["positive"])
     monkeypatch.setenv("BILSTM_DATA_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    with pytest.raises(UserError, match="aclImdb_v1.tar.gz is not in .*ai.stanford.edu"):
+    monkeypatch.setenv("BILSTM_DATA_URL_IMDB", "http://127.0.0.1:9/aclImdb_v1.tar.gz")  # closed
+    with pytest.raises(UserError, match="Download aclImdb_v1.tar.gz from http://127.0.0.1:9/"):
         load_builtin("imdb")

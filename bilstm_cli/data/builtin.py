@@ -1,78 +1,38 @@
-"""The built-in data sets, read straight out of their published archives (no extraction)."""
+"""The built-in data sets, read straight out of their published archives (no extraction).
+
+Finding or downloading the archives is `download.py`'s job; this module reads them.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import tarfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from bilstm_cli.data.download import BUILTIN, Progress, ensure_archive, search_dirs
 from bilstm_cli.errors import UserError
 
+__all__ = ["BUILTIN", "find_archive", "load_builtin", "search_dirs"]
+
 LABEL_NAMES = {"neg": "negative", "pos": "positive", "0": "negative", "1": "positive"}
-
-
-@dataclass(frozen=True)
-class BuiltinDataset:
-    name: str
-    filename: str
-    url: str
-    splits: tuple[str, ...]
-    description: str
-
-
-BUILTIN = {
-    "imdb": BuiltinDataset(
-        "imdb",
-        "aclImdb_v1.tar.gz",
-        "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
-        ("train", "test"),
-        "Large Movie Review Dataset: 25,000 train / 25,000 test reviews, binary sentiment",
-    ),
-    "sst2": BuiltinDataset(
-        "sst2",
-        "SST-2.zip",
-        "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip",
-        ("train", "test"),
-        "Stanford Sentiment Treebank (GLUE SST-2): 67,349 train phrases / 872 dev sentences "
-        "(used as test)",
-    ),
-}
 
 _IMDB_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg)/\d+_\d+\.txt$")
 
 
-def search_dirs() -> list[Path]:
-    """Where a data set archive is looked for: $BILSTM_DATA_DIR, then the user cache."""
-    dirs = []
-    if os.environ.get("BILSTM_DATA_DIR"):
-        dirs.append(Path(os.environ["BILSTM_DATA_DIR"]).expanduser())
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    dirs.append(Path(cache) / "bilstm")
-    return dirs
+def find_archive(name: str, progress: Progress | None = None) -> Path:
+    """The archive in BILSTM_DATA_DIR or the cache; downloaded (and verified) when absent.
+    Reading it checks its layout (the loaders below name what is missing)."""
+    return ensure_archive(name, progress)
 
 
-def find_archive(name: str) -> Path:
-    info = BUILTIN[name]
-    for folder in search_dirs():
-        candidate = folder / info.filename
-        if candidate.is_file():
-            return candidate
-    places = " or ".join(str(d) for d in search_dirs())
-    raise UserError(
-        f"data set {name!r} not found: {info.filename} is not in {places}. Download it from "
-        f"{info.url} and put it in one of those folders (or set BILSTM_DATA_DIR to the folder "
-        f"that holds it)."
-    )
-
-
-def load_builtin(name: str) -> dict[str, tuple[list[str], list[str]]]:
+def load_builtin(
+    name: str, progress: Progress | None = None
+) -> dict[str, tuple[list[str], list[str]]]:
     """Return {split: (texts, labels)} for a built-in data set."""
-    path = find_archive(name)
+    path = find_archive(name, progress)
     try:
         return _load_imdb(path) if name == "imdb" else _load_sst2(path)
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
@@ -93,9 +53,14 @@ def _load_imdb(path: Path) -> dict[str, tuple[list[str], list[str]]]:
             texts, labels = splits[match.group(1)]
             texts.append(handle.read().decode("utf-8"))
             labels.append(LABEL_NAMES[match.group(2)])
-    for split, (texts, _) in splits.items():
-        if not texts:
-            raise UserError(f"{path}: no aclImdb/{split}/pos|neg/*.txt reviews in this archive")
+    for split, (_, labels) in splits.items():
+        missing = sorted({"positive", "negative"} - set(labels))
+        if missing:
+            raise UserError(
+                f"{path}: no {' or '.join(missing)} reviews in aclImdb/{split}/ (expected "
+                f"aclImdb/{split}/pos/*.txt and aclImdb/{split}/neg/*.txt); is it the IMDB "
+                "archive?"
+            )
     return splits
 
 

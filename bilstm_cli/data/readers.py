@@ -1,39 +1,88 @@
-"""Readers for labelled files: TSV, CSV and JSONL.
+"""Readers for labelled data: TSV, CSV, JSONL, fastText, a folder per class, and Parquet.
 
-Each reader yields (line_number, text, label) lazily and names the file and line of every bad row:
-nothing is dropped silently.
+Each reader yields (where, text, label) lazily: `where` is the line number (or, for a folder, the
+file's path; for Parquet, the row number). Every bad row is named with its file and line: by
+default they end the read with one error listing the first few; with `on_bad_row="skip"` they
+are counted in a `BadRows` report that the caller shows and saves. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from bilstm_cli.errors import UserError
 
-FORMATS = {".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {
+    ".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".fasttext": "fasttext", ".ft": "fasttext", ".parquet": "parquet", ".pq": "parquet",
+}
+FORMAT_NAMES = ("tsv", "csv", "jsonl", "fasttext", "folder", "parquet")
 MAX_REPORTED = 10
+PARQUET_BATCH = 1024
 
 csv.field_size_limit(sys.maxsize)
 
-Row = tuple[int, str, str]
+Row = tuple[int | str, str, str]
 
 
 def detect_format(path: str, format: str) -> str:
+    """The format named by data.format / --format, else the file's extension (or a folder)."""
     if format != "auto":
         return format
+    if path == "-":
+        raise UserError(
+            "reading standard input (-): say its format with data.format (or --format): "
+            "tsv, csv, jsonl or fasttext"
+        )
+    if Path(path).is_dir():
+        return "folder"
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         known = ", ".join(sorted(FORMATS))
         raise UserError(
             f"{path}: cannot tell the format from the extension {suffix or '(none)'!r} (known: "
-            f"{known}); say it with data.format (tsv, csv or jsonl)"
+            f"{known}, or a folder with one sub-folder per class); say it with data.format "
+            f"({', '.join(FORMAT_NAMES)})"
         )
     return FORMATS[suffix]
+
+
+class BadRows:
+    """Bad rows of one file: the first few messages and the count. With mode "error", `finish`
+    raises one error listing them; with "skip", the caller reports the count."""
+
+    def __init__(self, path: str, mode: str = "error") -> None:
+        self.path = path
+        self.mode = mode
+        self.messages: list[str] = []
+        self.count = 0
+        self.notes: list[str] = []  # things read past on purpose (e.g. ignored sub-folders)
+
+    def add(self, where: int | str, message: str) -> None:
+        """`where`: a line number in this file, or a full location (a file inside a folder)."""
+        self.count += 1
+        if len(self.messages) < MAX_REPORTED:
+            place = f"{self.path}:{where}" if isinstance(where, int) else where
+            self.messages.append(f"{place}: {message}")
+
+    def summary(self) -> str:
+        more = self.count - len(self.messages)
+        tail = f"\n  ... and {more} more" if more else ""
+        listed = "\n".join(f"  {m}" for m in self.messages)
+        return f"{self.count} bad row(s) in {self.path}:\n{listed}{tail}"
+
+    def finish(self) -> None:
+        if self.count and self.mode == "error":
+            raise UserError(
+                self.summary() + "\n(fix them, or set data.on_bad_row=skip to skip and count "
+                "them)"
+            )
 
 
 def read_rows(
@@ -42,40 +91,50 @@ def read_rows(
     text_column: str | int = "text",
     label_column: str | int | None = "label",
     header: bool | str = "auto",
+    label_prefix: str = "__label__",
+    labels: Collection[str] | None = None,
+    bad_rows: BadRows | None = None,
 ) -> Iterator[Row]:
-    """Yield (line, text, label) for each row; label is "" when label_column is None."""
+    """Yield (line, text, label) for each good row; label is "" when label_column is None.
+
+    `labels`, when given, is the only allowed label set: rows with another label are bad rows
+    (a folder's other sub-folders are not read, and listed in `bad_rows.notes`). Pass a
+    `BadRows` with mode "skip" to skip bad rows and count them instead of raising.
+    """
     kind = detect_format(path, format)
-    problems = _Problems(path)
+    problems = bad_rows if bad_rows is not None else BadRows(path)
+    want_label = label_column is not None
+    if kind == "folder":
+        rows = _folder_rows(path, labels, problems)
+    elif kind == "parquet":
+        rows = _parquet_rows(path, text_column, label_column, problems)
+    else:
+        rows = _line_rows(path, kind, text_column, label_column, header, label_prefix, problems)
+    allowed = set(labels) if labels is not None and want_label else None
+    for where, text, label in rows:
+        if allowed is not None and label not in allowed:
+            problems.add(where, f"label {label!r} is not one of data.labels "
+                                f"({', '.join(map(str, labels or []))})")
+            continue
+        yield where, text, label
+    problems.finish()
+
+
+def _line_rows(
+    path: str, kind: str, text_column: str | int, label_column: str | int | None,
+    header: bool | str, label_prefix: str, problems: BadRows,
+) -> Iterator[Row]:
     with _open_binary(path) as handle:
         lines = _decoded_lines(handle)
         if kind == "jsonl":
-            rows = _jsonl_rows(lines, text_column, label_column, problems)
+            yield from _jsonl_rows(lines, text_column, label_column, problems)
+        elif kind == "fasttext":
+            yield from _fasttext_rows(lines, label_prefix, label_column is not None, problems)
+        elif kind in ("tsv", "csv"):
+            yield from _table_rows(lines, kind, text_column, label_column, header, problems)
         else:
-            rows = _table_rows(lines, kind, text_column, label_column, header, problems)
-        yield from rows
-    problems.raise_if_any()
-
-
-class _Problems:
-    """Collects bad rows so that one error lists the first few and counts the rest."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.messages: list[str] = []
-        self.count = 0
-
-    def add(self, line: int, message: str) -> None:
-        self.count += 1
-        if len(self.messages) < MAX_REPORTED:
-            self.messages.append(f"{self.path}:{line}: {message}")
-
-    def raise_if_any(self) -> None:
-        if not self.count:
-            return
-        more = self.count - len(self.messages)
-        tail = f"\n  ... and {more} more" if more else ""
-        listed = "\n".join(f"  {m}" for m in self.messages)
-        raise UserError(f"{self.count} bad row(s) in {self.path}:\n{listed}{tail}")
+            raise UserError(f"{path}: unknown format {kind!r} (use one of "
+                            f"{', '.join(FORMAT_NAMES)})")
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -86,7 +145,8 @@ def _open_binary(path: str) -> BinaryIO:
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
     except IsADirectoryError:
-        raise UserError(f"{path} is a folder; give a .tsv, .csv or .jsonl file") from None
+        raise UserError(f"{path} is a folder: set data.format to folder (one sub-folder per "
+                        "class), or give a file") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -104,11 +164,24 @@ def _has_invalid_utf8(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def _lookup(record: dict, key: str | int) -> object:
+    """record[key], or a nested value for a dotted key ("meta.review": record["meta"]["review"])."""
+    key = str(key)
+    if key in record:
+        return record[key]
+    node: object = record
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def _jsonl_rows(
     lines: Iterable[tuple[int, str]],
     text_key: str | int,
     label_key: str | int | None,
-    problems: _Problems,
+    problems: BadRows,
 ) -> Iterator[Row]:
     for number, line in lines:
         if not line.strip():
@@ -124,11 +197,15 @@ def _jsonl_rows(
         if not isinstance(record, dict):
             problems.add(number, "expected a JSON object per line")
             continue
-        text = record.get(str(text_key))
-        label = "" if label_key is None else record.get(str(label_key))
+        text = _lookup(record, text_key)
+        label = "" if label_key is None else _lookup(record, label_key)
         if not isinstance(text, str) or not text.strip():
             problems.add(number, f"missing or empty text (key {text_key!r})")
-        elif label is None or label == "" or isinstance(label, (dict, list)):
+        elif isinstance(label, (dict, list)):
+            problems.add(number, f"the label (key {label_key!r}) is a "
+                                 f"{'list' if isinstance(label, list) else 'object'}, expected "
+                                 "a string or number")
+        elif label_key is not None and (label is None or not str(label).strip()):
             problems.add(number, f"missing label (key {label_key!r})")
         else:
             yield number, text, _label_str(label)
@@ -140,13 +217,44 @@ def _label_str(value: object) -> str:
     return str(value).strip()
 
 
+def _fasttext_rows(
+    lines: Iterable[tuple[int, str]], prefix: str, want_label: bool, problems: BadRows
+) -> Iterator[Row]:
+    """`__label__pos some text`: the leading prefixed words are the labels, the rest the text.
+    A line with several labels is a bad row: bilstm trains single-label classifiers."""
+    for number, line in lines:
+        rest = line.strip()
+        if not rest:
+            continue
+        if _has_invalid_utf8(rest):
+            problems.add(number, "invalid UTF-8")
+            continue
+        found = []
+        while rest.startswith(prefix):
+            head, _, rest = rest.partition(" ")
+            found.append(head[len(prefix):])
+            rest = rest.lstrip()
+        if want_label and not found:
+            problems.add(number, f"no label (a line starts with {prefix}LABEL; set "
+                                 "data.label_prefix if your files use another prefix)")
+        elif want_label and len(found) > 1:
+            problems.add(number, f"{len(found)} labels ({', '.join(found)}): bilstm trains "
+                                 "single-label classifiers, so give one label per line")
+        elif want_label and not found[0]:
+            problems.add(number, f"empty label ({prefix} with nothing after it)")
+        elif not rest:
+            problems.add(number, "empty text")
+        else:
+            yield number, rest, found[0] if found else ""
+
+
 def _table_rows(
     lines: Iterable[tuple[int, str]],
     kind: str,
     text_column: str | int,
     label_column: str | int | None,
     header: bool | str,
-    problems: _Problems,
+    problems: BadRows,
 ) -> Iterator[Row]:
     by_name = isinstance(text_column, str) or isinstance(label_column, str)
     has_header = by_name if header == "auto" else bool(header)
@@ -181,7 +289,14 @@ def _table_rows(
         text_index = int(text_column)
         label_index = None if label_column is None else int(label_column)
     start = consumed[0] + 1
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a quoted field that never ends
+            problems.add(start, f"cannot parse the row ({exc})")
+            break
         number, start = start, consumed[0] + 1
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
@@ -218,3 +333,98 @@ def _column_index(names: list[str], column: str | int, key: str, path: str) -> i
             f"{', '.join(names)})"
         )
     return names.index(column)
+
+
+def _folder_rows(path: str, labels: Collection[str] | None, problems: BadRows) -> Iterator[Row]:
+    """One sub-folder per class holding one .txt file per text (the aclImdb/train layout).
+
+    With `labels`, only those sub-folders are read (aclImdb/train/unsup is not a class); the
+    others are listed in the notes. Files directly in the folder, and files that are not .txt,
+    are not texts (aclImdb keeps urls_*.txt and *.feat there)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"folder not found: {path}")
+    folders = sorted(d for d in _entries(root) if d.is_dir() and not d.name.startswith("."))
+    if labels is not None:
+        for d in folders:
+            if d.name not in labels:
+                count = sum(1 for f in _entries(d) if f.name.endswith(".txt"))
+                problems.notes.append(f"{d.path}: not read, {d.name!r} is not one of data.labels "
+                                      f"({count} .txt files)")
+        missing = sorted(set(labels) - {d.name for d in folders})
+        if missing:
+            problems.notes.append(f"{path}: no sub-folder for label(s) {', '.join(missing)}")
+        folders = [d for d in folders if d.name in labels]
+    if not folders:
+        raise UserError(
+            f"{path}: no class sub-folders; a folder data set has one sub-folder per class, "
+            "each holding one .txt file per text (like aclImdb/train/pos, aclImdb/train/neg)"
+        )
+    for folder in folders:
+        names = sorted(f.name for f in _entries(folder) if f.is_file())
+        others = [n for n in names if not n.endswith(".txt")]
+        if others:
+            problems.notes.append(f"{folder.path}: {len(others)} file(s) not ending in .txt "
+                                  "were not read")
+        for name in names:
+            if not name.endswith(".txt"):
+                continue
+            file = os.path.join(folder.path, name)
+            try:
+                with open(file, "rb") as handle:
+                    raw = handle.read()
+            except OSError as exc:
+                problems.add(file, f"cannot read ({exc.strerror})")
+                continue
+            try:
+                text = raw.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError as exc:
+                problems.add(file, f"invalid UTF-8 (byte {exc.start})")
+                continue
+            if not text.strip():
+                problems.add(file, "empty text")
+                continue
+            yield file, text, folder.name
+
+
+def _entries(folder: Path | os.DirEntry) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return list(entries)
+
+
+def _parquet_rows(
+    path: str, text_column: str | int, label_column: str | int | None, problems: BadRows
+) -> Iterator[Row]:
+    """Column by name or index, read in record batches (never the whole file at once)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(
+            f"{path}: reading Parquet needs the optional package pyarrow, which is not "
+            "installed: `pip install pyarrow`, or convert the file to TSV or JSONL"
+        ) from None
+    if path == "-":
+        raise UserError("Parquet cannot be read from standard input; give a file")
+    try:
+        parquet = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own error types
+        raise UserError(f"{path}: cannot read it as Parquet ({exc})") from None
+    names = list(parquet.schema_arrow.names)
+    columns = [names[_column_index(names, text_column, "text_column", path)]]
+    if label_column is not None:
+        columns.append(names[_column_index(names, label_column, "label_column", path)])
+    number = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=columns):
+        texts = batch.column(0).to_pylist()
+        labels = batch.column(1).to_pylist() if label_column is not None else [""] * len(texts)
+        for text, label in zip(texts, labels):
+            number += 1
+            where = f"{path}: row {number}"
+            if not isinstance(text, str) or not text.strip():
+                problems.add(where, "missing or empty text")
+            elif label_column is not None and (label is None or not _label_str(label)):
+                problems.add(where, "missing label")
+            else:
+                yield where, text, _label_str(label)

@@ -13,9 +13,9 @@ import numpy as np
 
 from bilstm_cli.config import Config, DataConfig
 from bilstm_cli.data.builtin import BUILTIN, load_builtin
-from bilstm_cli.data.readers import read_rows
+from bilstm_cli.data.readers import BadRows, read_rows
 from bilstm_cli.errors import UserError
-from bilstm_cli.text import token_lengths
+from bilstm_cli.text import build_tokenizer, encode, token_lengths, unknown_share
 
 
 @dataclass
@@ -23,6 +23,9 @@ class Dataset:
     texts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     source: str = ""
+    skipped: int = 0  # bad rows skipped (data.on_bad_row: skip) while reading the source
+    bad_rows: list[str] = field(default_factory=list)  # the first few of them, file:line: why
+    notes: list[str] = field(default_factory=list)  # what was read past on purpose
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -31,8 +34,13 @@ class Dataset:
         return Counter(self.labels)
 
     def subset(self, indices: np.ndarray) -> Dataset:
+        """The chosen examples; the skipped-row report stays with the full data set."""
         return Dataset([self.texts[i] for i in indices], [self.labels[i] for i in indices],
                        self.source)
+
+    def reading_report_from(self, other: Dataset) -> Dataset:
+        self.skipped, self.bad_rows, self.notes = other.skipped, other.bad_rows, other.notes
+        return self
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Splits:
     train: Dataset
     validation: Dataset
     test: Dataset | None
+    labels: list[str] = field(default_factory=list)  # the model's classes, in output order
 
     def items(self) -> list[tuple[str, Dataset]]:
         named = [("train", self.train), ("validation", self.validation)]
@@ -47,13 +56,20 @@ class Splits:
 
 
 def read_labelled(path: str, data: DataConfig, format: str | None = None) -> Dataset:
+    """All good rows of a file (or folder); skipped bad rows are counted on the Dataset."""
     dataset = Dataset(source=path)
+    bad = BadRows(path, data.on_bad_row)
     for _, text, label in read_rows(
-        path, format or data.format, data.text_column, data.label_column, data.header
+        path, format or data.format, data.text_column, data.label_column, data.header,
+        data.label_prefix, data.labels, bad,
     ):
         dataset.texts.append(text)
         dataset.labels.append(label)
+    dataset.skipped, dataset.bad_rows, dataset.notes = bad.count, bad.messages, bad.notes
     if not dataset.texts:
+        if bad.count:
+            raise UserError(f"{path}: no examples: all {bad.count} row(s) were bad and skipped\n"
+                            + bad.summary())
         raise UserError(f"{path}: no examples (the file is empty or has only a header)")
     return dataset
 
@@ -80,16 +96,32 @@ def load_splits(data: DataConfig, seed: int) -> Splits:
         train = read_labelled(data.train, data)
         validation = read_labelled(data.validation, data) if data.validation else None
         test = read_labelled(data.test, data) if data.test else None
+    labels = _label_order(data, train)
     rng = np.random.default_rng(seed)
     if validation is None:
+        full = train
         train, validation = stratified_split(train, data.validation_split, rng)
+        train.reading_report_from(full)
         validation.source = f"{train.source} ({data.validation_split:.0%} held out)"
     if data.max_examples is not None:
         train = _limit(train, data.max_examples, rng)
         validation = _limit(validation, data.max_examples, rng)
         test = _limit(test, data.max_examples, rng) if test is not None else None
-    _check_labels(train, validation, test)
-    return Splits(train, validation, test)
+    _check_labels(train, validation, test, labels)
+    return Splits(train, validation, test, labels)
+
+
+def _label_order(data: DataConfig, train: Dataset) -> list[str]:
+    """data.labels (its order is the model's output order), else the training labels sorted."""
+    found = sorted(set(train.labels))
+    if data.labels is None:
+        return found
+    if data.dataset is not None and set(data.labels) != set(found):
+        raise UserError(
+            f"data.labels ({', '.join(data.labels)}) must list the labels of {data.dataset}: "
+            f"{', '.join(found)}"
+        )
+    return list(data.labels)
 
 
 def stratified_split(
@@ -116,15 +148,24 @@ def _limit(dataset: Dataset, count: int, rng: np.random.Generator) -> Dataset:
     if len(dataset) <= count:
         return dataset
     _, sample = stratified_split(dataset, count / len(dataset), rng)
-    return sample
+    sample.source = dataset.source
+    return sample.reading_report_from(dataset)
 
 
-def _check_labels(train: Dataset, validation: Dataset, test: Dataset | None) -> None:
+def _check_labels(
+    train: Dataset, validation: Dataset, test: Dataset | None, labels: list[str]
+) -> None:
     seen = set(train.labels)
     if len(seen) < 2:
         raise UserError(
             f"{train.source}: the training data has only one class ({', '.join(seen) or 'none'}); "
             "a classifier needs at least two"
+        )
+    absent = [label for label in labels if label not in seen]
+    if absent:
+        raise UserError(
+            f"{train.source}: no training example has the label(s) {', '.join(map(repr, absent))} "
+            "listed in data.labels, so the model cannot learn them"
         )
     if len(validation) == 0:
         raise UserError(f"{train.source}: too few examples to hold out a validation set")
@@ -139,23 +180,62 @@ def _check_labels(train: Dataset, validation: Dataset, test: Dataset | None) -> 
             )
 
 
+def class_weights(
+    spec: str | dict[str, float], labels: list[str], train_labels: list[str]
+) -> dict[str, float] | None:
+    """training.class_weight as {label: weight}, or None for none.
+
+    balanced: n / (classes * count of the label), scikit-learn's definition, so every class
+    carries the same total weight. A mapping gives weights by label name; labels it leaves out
+    weigh 1, and a name that is not a label is an error (a typo would otherwise do nothing)."""
+    if spec == "none":
+        return None
+    counts = Counter(train_labels)
+    if spec == "balanced":
+        return {label: len(train_labels) / (len(labels) * counts[label]) for label in labels}
+    assert isinstance(spec, dict)
+    unknown = sorted(set(spec) - set(labels))
+    if unknown:
+        raise UserError(
+            f"training.class_weight: {', '.join(map(repr, unknown))} is not a label of the "
+            f"training data (the labels are: {', '.join(labels)})"
+        )
+    return {label: float(spec.get(label, 1.0)) for label in labels}
+
+
 def summarize(splits: Splits, config: Config) -> dict[str, Any]:
-    """Examples per split and class, token-length percentiles, and the share cut at max_length."""
-    labels = sorted(set(splits.train.labels))
-    summary: dict[str, Any] = {"labels": labels, "max_length": config.data.max_length,
-                               "splits": {}}
+    """Examples per split and class, token-length percentiles, the share cut at max_length,
+    vocabulary coverage, and the bad rows skipped while reading."""
+    labels = splits.labels or sorted(set(splits.train.labels))
+    data = config.data
+    # The vocabulary training will build (same texts, same settings), without truncation, to
+    # measure the share of each split's tokens it knows.
+    tokenizer = build_tokenizer(splits.train.texts, data.max_tokens, data.min_frequency,
+                                data.lowercase)
+    tokenizer.no_truncation()
+    summary: dict[str, Any] = {
+        "labels": labels, "max_length": data.max_length, "vocabulary_size":
+        tokenizer.get_vocab_size(), "on_bad_row": data.on_bad_row,
+        "class_weight": class_weights(config.training.class_weight, labels,
+                                      splits.train.labels),
+        "splits": {},
+    }
     for name, dataset in splits.items():
-        lengths = token_lengths(dataset.texts, config.data.lowercase)
+        lengths = token_lengths(dataset.texts, data.lowercase)
         counts = dataset.class_counts()
         summary["splits"][name] = {
             "source": dataset.source,
             "examples": len(dataset),
-            "classes": {label: counts.get(label, 0) for label in sorted(counts)},
+            "classes": {label: counts.get(label, 0) for label in labels},
             "length_percentiles": {
                 key: int(np.percentile(lengths, q)) if len(lengths) else 0
                 for key, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("max", 100))
             },
-            "truncated_share": float(np.mean(lengths > config.data.max_length))
+            "truncated_share": float(np.mean(lengths > data.max_length))
             if len(lengths) else 0.0,
+            "vocabulary_coverage": 1.0 - unknown_share(encode(tokenizer, dataset.texts)),
+            "skipped_rows": dataset.skipped,
+            "bad_rows": dataset.bad_rows,
+            "notes": dataset.notes,
         }
     return summary
