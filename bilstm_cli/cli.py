@@ -36,6 +36,22 @@ class OutputFormat(str, Enum):
     jsonl = "jsonl"
 
 
+class InputFormat(str, Enum):
+    text = "text"
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+class Engine(str, Enum):
+    auto = "auto"
+    onnx = "onnx"
+    tf = "tf"
+
+
+ENGINE_HELP = ("auto: ONNX Runtime when the run has model.onnx (fast start, no TensorFlow), "
+               "else Keras; onnx; tf: force the Keras model.")
+
+
 class DecodeErrors(str, Enum):
     strict = "strict"
     replace = "replace"
@@ -139,7 +155,18 @@ def predict(
         help="Texts to classify; - reads one text per line from stdin.", show_default=False)]
         = None,
     input_files: Annotated[list[Path] | None, typer.Option(
-        "--input", "-i", help="A file with one text per line. Repeatable.")] = None,
+        "--input", "-i", help="A file with one text per line (- for stdin). Repeatable.")]
+        = None,
+    input_format: Annotated[InputFormat, typer.Option(
+        "--input-format", help="Lines of stdin and --input files: text (the line is the text), "
+        "tsv (tab-separated fields, a header when a column is a name) or jsonl.")]
+        = InputFormat.text,
+    text_column: Annotated[str, typer.Option(
+        help="tsv/jsonl: the text's column name, or 0-based index (tsv without header).")]
+        = "text",
+    id_column: Annotated[str | None, typer.Option(
+        help="tsv/jsonl: a column passed through to the output (first field; jsonl: \"id\").")]
+        = None,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="A run folder or its model file. [default: runs/latest]")] = None,
     output_format: Annotated[OutputFormat, typer.Option(
@@ -149,43 +176,79 @@ def predict(
     threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Two classes: predict the second label when its probability "
         "is at least T.")] = None,
+    probabilities: Annotated[bool, typer.Option(
+        "--probabilities", help="label/tsv: append every class's probability, in the model's "
+        "label order.")] = False,
+    engine: Annotated[Engine, typer.Option(help=ENGINE_HELP)] = Engine.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 64,
     errors: Annotated[DecodeErrors, typer.Option(
         help="Invalid UTF-8 in the input: strict (an error naming the line) or replace.")]
         = DecodeErrors.strict,
 ) -> None:
-    """Predict labels: one output line per input text, in order, on stdout."""
-    from bilstm_cli.predict import Classifier, predict_lines
+    """Predict labels: one output line per input line, in order, on stdout."""
+    from bilstm_cli.predict import predict_lines
     from bilstm_cli.runs import resolve_model
 
     with user_errors():
-        sources = _prediction_sources(texts or [], input_files or [], batch_size, errors.value)
-        classifier = Classifier(resolve_model(model))
-        outputs = predict_lines(classifier, sources, output_format.value, top_k, threshold)
+        if id_column is not None and input_format == InputFormat.text:
+            raise UserError("--id-column needs --input-format tsv or jsonl")
+        sources = _prediction_sources(texts or [], input_files or [], batch_size, errors.value,
+                                      input_format.value, text_column, id_column)
+        classifier = _classifier(resolve_model(model), engine.value)
+        outputs = predict_lines(classifier, sources, output_format.value, top_k, threshold,
+                                probabilities, with_id=id_column is not None)
         _write_lines(outputs)
 
 
+def _classifier(run_dir: Path, engine: str) -> Any:
+    """The run's classifier; says so on stderr when an outdated model.onnx is passed over."""
+    from bilstm_cli.predict import Classifier, choose_engine
+    from bilstm_cli.runs import ONNX_FILE
+
+    chosen = choose_engine(run_dir, engine)
+    if engine == "auto" and chosen == "tf" and (run_dir / ONNX_FILE).is_file():
+        ui.warn(f"{run_dir / ONNX_FILE} is older than model.keras, using TensorFlow; "
+                f"refresh it with `bilstm export {run_dir}`")
+    return Classifier(run_dir, chosen)
+
+
 def _prediction_sources(
-    texts: list[str], files: list[Path], batch_size: int, errors: str
-) -> Iterator[list[str]]:
-    from bilstm_cli.predict import file_line_batches, line_batches
+    texts: list[str], files: list[Path], batch_size: int, errors: str,
+    input_format: str = "text", text_column: str = "text", id_column: str | None = None,
+) -> Iterator[list[tuple[Any, str]]]:
+    """Record batches from the arguments (in their order, `-` = stdin), then the files."""
+    from bilstm_cli.predict import file_line_batches, line_batches, parse_records
 
     if not texts and not files:
         if sys.stdin.isatty():
             raise UserError("nothing to predict: give texts, - for stdin, or --input FILE")
         texts = ["-"]
     for path in files:
-        if not path.is_file():
+        if str(path) != "-" and not path.is_file():
             raise UserError(f"input file not found: {path}")
 
-    def batches() -> Iterator[list[str]]:
-        literal = [t for t in texts if t != "-"]
+    def records(source: str) -> Iterator[list[tuple[Any, str]]]:
+        stream = (line_batches(sys.stdin.fileno(), batch_size, "<stdin>", errors)
+                  if source == "-" else file_line_batches(source, batch_size, errors))
+        name = "<stdin>" if source == "-" else source
+        return parse_records(stream, input_format, text_column, id_column, name)
+
+    def batches() -> Iterator[list[tuple[Any, str]]]:
+        literal: list[tuple[Any, str]] = []
+        for text in texts:
+            if text != "-":
+                literal.append((None, text))
+                if len(literal) < batch_size:
+                    continue
+            if literal:
+                yield literal
+                literal = []
+            if text == "-":
+                yield from records("-")
         if literal:
             yield literal
-        if "-" in texts:
-            yield from line_batches(sys.stdin.fileno(), batch_size, "<stdin>", errors)
         for path in files:
-            yield from file_line_batches(str(path), batch_size, errors)
+            yield from records(str(path))
 
     return batches()
 
@@ -219,12 +282,12 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout.")]
         = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 256,
+    engine: Annotated[Engine, typer.Option(help=ENGINE_HELP)] = Engine.auto,
 ) -> None:
     """Evaluate a trained model on labelled data: accuracy, per-class metrics, confusion matrix."""
     from bilstm_cli.config import DataConfig
     from bilstm_cli.data import load_builtin_split, read_labelled
     from bilstm_cli.evaluate import evaluate_dataset
-    from bilstm_cli.predict import Classifier
     from bilstm_cli.runs import resolve_model, run_data_config
 
     with user_errors():
@@ -239,13 +302,31 @@ def evaluate(
         else:
             settings = DataConfig(dataset=None, train=data, header="auto", **columns)
             dataset = read_labelled(data, settings, data_format.value)
-        report = evaluate_dataset(Classifier(run_dir), dataset, batch_size)
+        report = evaluate_dataset(_classifier(run_dir, engine.value), dataset, batch_size)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     out = ui.stdout_console()
     for table in ui.report_tables(report, out):
         out.print(table)
+
+
+@app.command()
+def export(
+    run: Annotated[str | None, typer.Argument(
+        help="A run folder or its model file. [default: runs/latest]", show_default=False)]
+        = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the ONNX model. [default: RUN/model.onnx]")]
+        = None,
+) -> None:
+    """Write the run's model as ONNX (model.onnx), so predict runs without TensorFlow."""
+    from bilstm_cli.export import export_run
+    from bilstm_cli.runs import resolve_model
+
+    with user_errors():
+        path = export_run(resolve_model(run), output)
+    sys.stdout.write(f"{path}\n")
 
 
 def _column(value: str) -> str | int:

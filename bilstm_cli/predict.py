@@ -1,7 +1,9 @@
 """Inference: a trained run as a classifier, and streaming prediction over lines of text.
 
 The classifier needs only the run folder's tokenizer, labels and model. Texts are tokenized here,
-outside TensorFlow; the engine maps padded id batches to class probabilities.
+outside TensorFlow; the engine maps padded id batches to class probabilities: ONNX Runtime on
+`model.onnx` when the run has one (no TensorFlow import, so a cold `predict` answers in well under
+a second), else Keras on `model.keras`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli.errors import UserError
-from bilstm_cli.runs import MODEL_FILE, TOKENIZER_FILE, read_labels
+from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, TOKENIZER_FILE, read_labels
 from bilstm_cli.text import encode, length_batches, load_tokenizer, pad
 
 
@@ -29,32 +31,89 @@ def class_probabilities(outputs: Any, num_classes: int) -> np.ndarray:
     return outputs
 
 
+def load_keras_model(path: Path) -> Any:
+    """The run's Keras model (imports TensorFlow: several seconds on a cold start)."""
+    from bilstm_cli.backend import keras
+    from bilstm_cli.model import MaskedGlobalMaxPooling1D  # noqa: F401 - registers it
+
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the run folder has no Keras model")
+    return keras.saving.load_model(path, compile=False)
+
+
 class TensorFlowEngine:
-    """Runs the Keras model (imports TensorFlow: several seconds on a cold start)."""
+    """Runs the Keras model."""
 
     name = "tf"
 
     def __init__(self, model: Any) -> None:
-        if isinstance(model, (str, Path)):
-            from bilstm_cli.backend import keras
-            from bilstm_cli.model import MaskedGlobalMaxPooling1D  # noqa: F401 - registers it
-
-            path = Path(model)
-            if not path.is_file():
-                raise UserError(f"{path} is missing: the run folder has no Keras model")
-            model = keras.saving.load_model(path, compile=False)
-        self.model = model
+        self.model = load_keras_model(Path(model)) if isinstance(model, (str, Path)) else model
 
     def run(self, ids: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(ids))
 
 
+class OnnxEngine:
+    """Runs `model.onnx` on ONNX Runtime: the same numbers as Keras, without TensorFlow."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise UserError(f"{path} is missing: write it with `bilstm export {path.parent}`")
+        options = ort.SessionOptions()
+        # One LSTM op at a time: the cores go to the op itself. Threads do not busy-wait for
+        # the next batch, which on a slow pipe may be seconds away.
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own, unexported error types
+            raise UserError(f"{path}: cannot load the ONNX model ({exc}); re-create it with "
+                            f"`bilstm export {path.parent}`") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, ids: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: ids.astype(np.int32, copy=False)})[0]
+
+
+ENGINES = ("auto", "onnx", "tf")
+
+
+def choose_engine(run_dir: Path, engine: str = "auto") -> str:
+    """`onnx` or `tf` for a run: auto takes ONNX when `model.onnx` is there and not older than
+    `model.keras` (an older one would predict with outdated weights)."""
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    onnx_file, keras_file = run_dir / ONNX_FILE, run_dir / MODEL_FILE
+    if not onnx_file.is_file():
+        return "tf"
+    if keras_file.is_file() and keras_file.stat().st_mtime > onnx_file.stat().st_mtime:
+        return "tf"
+    return "onnx"
+
+
+def make_engine(run_dir: Path, engine: str = "auto") -> OnnxEngine | TensorFlowEngine:
+    if choose_engine(run_dir, engine) == "onnx":
+        return OnnxEngine(run_dir / ONNX_FILE)
+    return TensorFlowEngine(run_dir / MODEL_FILE)
+
+
 class Classifier:
-    def __init__(self, run_dir: Path, engine: Any | None = None) -> None:
+    """A run folder as a text classifier. `engine`: an engine object, or auto | onnx | tf."""
+
+    def __init__(self, run_dir: Path, engine: Any = "auto") -> None:
         self.run_dir = run_dir
         self.tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
         self.labels = read_labels(run_dir)
-        self.engine = engine or TensorFlowEngine(run_dir / MODEL_FILE)
+        self.engine = make_engine(run_dir, engine) if isinstance(engine, str) else engine
 
     def predict_ids(self, ids: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Probabilities (N, classes), in input order; batches group texts of similar length."""
@@ -70,7 +129,10 @@ class Classifier:
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Class index per row: the most probable, or P(second class) >= threshold for two."""
-        if threshold is not None and len(self.labels) == 2:
+        if threshold is not None:
+            if len(self.labels) != 2:
+                raise UserError(f"--threshold needs a two-class model; this one has "
+                                f"{len(self.labels)} labels ({', '.join(self.labels)})")
             return (probabilities[:, 1] >= threshold).astype(np.int64)
         return probabilities.argmax(axis=1)
 
@@ -82,15 +144,30 @@ def format_prediction(
     labels: Sequence[str],
     output_format: str = "tsv",
     top_k: int = 1,
+    identifier: Any = None,
+    with_id: bool = False,
+    all_probabilities: bool = False,
 ) -> str:
-    """One output line for one input text."""
+    """One output line for one input text.
+
+    label: the label; tsv: label<TAB>probability (then the next of the top k). `with_id` puts the
+    input's id first (a jsonl "id" key); `all_probabilities` appends one column per class, in
+    the model's label order, to label and tsv lines.
+    """
     order = [choice] + [int(i) for i in np.argsort(-probabilities, kind="stable") if i != choice]
     top = order[: max(1, top_k)]
-    if output_format == "label":
-        return labels[choice]
-    if output_format == "tsv":
-        return "\t".join(f"{labels[i]}\t{probabilities[i]:.6f}" for i in top)
-    record: dict[str, Any] = {
+    if output_format in ("label", "tsv"):
+        if output_format == "label":
+            fields = [labels[choice]]
+        else:
+            fields = [f"{labels[i]}\t{probabilities[i]:.6f}" for i in top]
+        if all_probabilities:
+            fields += [f"{p:.6f}" for p in probabilities]
+        if with_id:
+            fields.insert(0, _id_field(identifier))
+        return "\t".join(fields)
+    record: dict[str, Any] = {"id": identifier} if with_id else {}
+    record |= {
         "text": text,
         "label": labels[choice],
         "probability": round(float(probabilities[choice]), 6),
@@ -101,6 +178,14 @@ def format_prediction(
             {"label": labels[i], "probability": round(float(probabilities[i]), 6)} for i in top
         ]
     return json.dumps(record, ensure_ascii=False)
+
+
+def _id_field(identifier: Any) -> str:
+    """An id as one TSV field: strings as they are, other JSON values as JSON, none as empty."""
+    if identifier is None:
+        return ""
+    text = identifier if isinstance(identifier, str) else json.dumps(identifier)
+    return text.replace("\t", " ").replace("\n", " ")
 
 
 def _decode(raw: bytes, source: str, number: int, errors: str) -> str:
@@ -121,7 +206,8 @@ def line_batches(
     """Lines from a file descriptor, in batches of at most `batch_size`.
 
     A batch is handed on as soon as no more input is waiting, so a line typed on a terminal or
-    sent through a slow pipe is answered at once instead of waiting for a full batch.
+    sent through a slow pipe is answered at once instead of waiting for a full batch. A line that
+    is not UTF-8 (with errors="strict") first hands on the lines before it, then raises.
     """
     pending = b""
     batch: list[str] = []
@@ -139,13 +225,23 @@ def line_batches(
         *complete, pending = pending.split(b"\n")
         for raw in complete:
             number += 1
-            batch.append(_decode(raw, source, number, errors))
+            try:
+                batch.append(_decode(raw, source, number, errors))
+            except UserError:
+                if batch:
+                    yield batch
+                raise
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
     if pending:
         number += 1
-        batch.append(_decode(pending, source, number, errors))
+        try:
+            batch.append(_decode(pending, source, number, errors))
+        except UserError:
+            if batch:
+                yield batch
+            raise
     if batch:
         yield batch
 
@@ -165,18 +261,117 @@ def file_line_batches(
         os.close(fd)
 
 
+Record = tuple[Any, str]  # (id or None, text): one input line
+
+
+def parse_records(
+    batches: Iterable[list[str]],
+    input_format: str = "text",
+    text_column: str = "text",
+    id_column: str | None = None,
+    source: str = "<stdin>",
+) -> Iterator[list[Record]]:
+    """(id, text) for every input line, in batches as they came.
+
+    text: the line is the text. tsv: tab-separated fields, no quoting (one record per line);
+    columns are 0-based indices, or names read from a header line when any column is a name
+    (the header gives no output). jsonl: one object per line, columns are keys. An empty line is
+    an empty text with no id, so the output stays aligned with the input.
+    """
+    if input_format == "text":
+        for lines in batches:
+            yield [(None, line) for line in lines]
+        return
+    if input_format not in ("tsv", "jsonl"):
+        raise UserError(f"unknown input format {input_format!r}: choose text, tsv or jsonl")
+    parse = _jsonl_record if input_format == "jsonl" else _tsv_record
+    columns: dict[str, str | int] = {"text": text_column}
+    if id_column is not None:
+        columns["id"] = id_column
+    if input_format == "tsv":
+        columns = {role: int(c) if c.isdigit() else c for role, c in columns.items()}
+    needs_header = any(isinstance(c, str) for c in columns.values()) and input_format == "tsv"
+    number = 0
+    for lines in batches:
+        records: list[Record] = []
+        for line in lines:
+            number += 1
+            if needs_header:
+                columns = _header_columns(line.split("\t"), columns, f"{source}:{number}")
+                needs_header = False
+            elif not line.strip():
+                records.append((None, ""))
+            else:
+                records.append(parse(line, columns, f"{source}:{number}"))
+        if records:
+            yield records
+
+
+def _header_columns(
+    header: list[str], columns: dict[str, str | int], where: str
+) -> dict[str, str | int]:
+    """Column names to indices, from a TSV header line."""
+    resolved = dict(columns)
+    for role, column in columns.items():
+        if isinstance(column, str):
+            if column not in header:
+                raise UserError(
+                    f"{where}: the header has no column {column!r} (it has: "
+                    f"{', '.join(header)}); choose one with --{role}-column NAME or a 0-based "
+                    "index (then the file has no header)"
+                )
+            resolved[role] = header.index(column)
+    return resolved
+
+
+def _tsv_record(line: str, columns: dict[str, str | int], where: str) -> Record:
+    fields = line.split("\t")
+    needed = max(int(c) for c in columns.values())
+    if needed >= len(fields):
+        raise UserError(f"{where}: {len(fields)} tab-separated field(s), but column {needed} "
+                        "(0-based) is needed")
+    identifier = fields[int(columns["id"])] if "id" in columns else None
+    return identifier, fields[int(columns["text"])]
+
+
+def _jsonl_record(line: str, columns: dict[str, str | int], where: str) -> Record:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object per line")
+    key = str(columns["text"])
+    if key not in row:
+        raise UserError(f"{where}: no key {key!r} (keys: {', '.join(map(str, row))}); choose "
+                        "one with --text-column")
+    text = row[key]
+    if text is None:
+        text = ""
+    elif isinstance(text, (int, float, bool)):
+        text = json.dumps(text)
+    elif not isinstance(text, str):
+        raise UserError(f"{where}: the value of {key!r} is not a string")
+    identifier = row.get(str(columns["id"])) if "id" in columns else None
+    return identifier, text
+
+
 def predict_lines(
     classifier: Classifier,
-    batches: Iterable[list[str]],
+    batches: Iterable[list[Record]],
     output_format: str = "tsv",
     top_k: int = 1,
     threshold: float | None = None,
+    probabilities: bool = False,
+    with_id: bool = False,
 ) -> Iterator[list[str]]:
-    """Output lines per input batch, one per input line and in order."""
-    for texts in batches:
-        probabilities = classifier.predict(texts, batch_size=max(len(texts), 1))
-        choices = classifier.decide(probabilities, threshold)
+    """Output lines per input batch, one per input record and in order."""
+    for records in batches:
+        texts = [text for _, text in records]
+        scores = classifier.predict(texts, batch_size=max(len(texts), 1))
+        choices = classifier.decide(scores, threshold)
         yield [
-            format_prediction(text, p, int(c), classifier.labels, output_format, top_k)
-            for text, p, c in zip(texts, probabilities, choices)
+            format_prediction(text, p, int(c), classifier.labels, output_format, top_k,
+                              identifier, with_id, probabilities)
+            for (identifier, text), p, c in zip(records, scores, choices)
         ]

@@ -18,6 +18,7 @@ from typing import Any
 from bilstm_cli.errors import UserError
 
 MODEL_FILE = "model.keras"
+ONNX_FILE = "model.onnx"  # the same model for ONNX Runtime (predict without TensorFlow)
 TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.yaml"

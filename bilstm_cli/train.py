@@ -26,6 +26,7 @@ from bilstm_cli.backend import configure_threads, keras, tf
 from bilstm_cli.config import Config, config_to_yaml
 from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits
+from bilstm_cli.export import export_model
 from bilstm_cli.model import build_model
 from bilstm_cli.runs import (
     CONFIG_FILE,
@@ -33,6 +34,7 @@ from bilstm_cli.runs import (
     LABELS_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    ONNX_FILE,
     TOKENIZER_FILE,
     mark_latest,
     new_run_dir,
@@ -136,6 +138,8 @@ def train(
                   callbacks=callbacks, verbose=0, shuffle=False)
     if recorder.best_weights is not None:
         model.set_weights(recorder.best_weights)
+    # The best model for ONNX Runtime too, so `predict` runs without TensorFlow.
+    export_model(model, run_dir / ONNX_FILE)
 
     from bilstm_cli.evaluate import evaluate_dataset
     from bilstm_cli.predict import Classifier, TensorFlowEngine

@@ -1,0 +1,267 @@
+"""The trained Keras model as an ONNX graph, so `predict` can run on ONNX Runtime without
+TensorFlow (whose import alone takes seconds).
+
+The graph is built by hand from the model's weights with the `onnx` package (tf2onnx does not
+follow Keras 3). It mirrors `model.build_model` layer by layer:
+
+  ids [batch, time] (int32, 0 = padding)
+  -> lengths = count of ids != 0 per row  (the Keras mask; padding is always on the right)
+  -> Gather(embedding)                    [time, batch, dim]
+  -> ONNX LSTM per layer, with sequence_lens = lengths, forward or bidirectional
+       (steps past a row's length are skipped; the reverse direction starts at its last real
+       token, exactly like Keras' masked go_backwards), directions merged as concat/sum/ave/mul
+  -> pooling: last (Y_h: the forward state after the last real token, the backward state after
+       reading back to the first), or max / mean over the real steps
+  -> dense head with sigmoid (two classes) or softmax.
+Dropout is the identity at inference and has no node.
+
+Importing this module does not import TensorFlow; `export_run` does (it loads the Keras model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bilstm_cli.errors import UserError
+
+# Opset 18: every reduction takes its axes as an input; ONNX Runtime has supported it since 1.14.
+OPSET = 18
+INPUT_NAME = "ids"
+OUTPUT_NAME = "probabilities"
+# Keras packs LSTM gates as [input, forget, cell, output]; ONNX wants [input, output, forget, cell].
+_KERAS_TO_ONNX_GATES = (0, 3, 1, 2)
+_SKIPPED_LAYERS = {"InputLayer", "Dropout"}
+
+
+@dataclass
+class RecurrentLayer:
+    """One (bi)LSTM layer: Keras weights per direction as (kernel, recurrent_kernel, bias)."""
+
+    units: int
+    directions: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    return_sequences: bool
+    merge_mode: str | None = None  # bidirectional only
+
+
+@dataclass
+class ModelSpec:
+    """What the ONNX graph needs from the Keras model: weights and the few structural choices."""
+
+    embedding: np.ndarray
+    recurrent: list[RecurrentLayer] = field(default_factory=list)
+    pooling: str = "last"
+    dense_kernel: np.ndarray | None = None
+    dense_bias: np.ndarray | None = None
+    activation: str = "sigmoid"
+
+
+def _check_lstm(layer: Any) -> None:
+    """Only the standard LSTM cell has a matching ONNX op; refuse anything else clearly."""
+    activation = getattr(layer.activation, "__name__", str(layer.activation))
+    recurrent = getattr(layer.recurrent_activation, "__name__", str(layer.recurrent_activation))
+    if activation != "tanh" or recurrent != "sigmoid" or not layer.use_bias:
+        raise UserError(
+            f"layer {layer.name}: ONNX export supports LSTMs with tanh, sigmoid and a bias only"
+        )
+
+
+def _lstm_weights(layer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _check_lstm(layer)
+    kernel, recurrent_kernel, bias = (np.asarray(w, dtype=np.float32) for w in layer.get_weights())
+    return kernel, recurrent_kernel, bias
+
+
+def spec_from_keras(model: Any) -> ModelSpec:
+    """Read a model made by `model.build_model` (layer names and kinds as it makes them)."""
+    spec: ModelSpec | None = None
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in _SKIPPED_LAYERS:
+            continue
+        if kind == "Embedding":
+            if not layer.mask_zero:
+                raise UserError("ONNX export needs the embedding's padding mask (mask_zero)")
+            spec = ModelSpec(embedding=np.asarray(layer.get_weights()[0], dtype=np.float32))
+            continue
+        if spec is None:
+            raise UserError(f"layer {layer.name}: expected the embedding first")
+        if kind == "LSTM":
+            spec.recurrent.append(RecurrentLayer(
+                layer.units, [_lstm_weights(layer)], layer.return_sequences))
+        elif kind == "Bidirectional":
+            forward, backward = layer.forward_layer, layer.backward_layer
+            if forward.go_backwards or not backward.go_backwards:
+                raise UserError(f"layer {layer.name}: unexpected direction setup")
+            if layer.merge_mode not in ("concat", "sum", "ave", "mul"):
+                raise UserError(f"layer {layer.name}: merge mode {layer.merge_mode!r} is not "
+                                "supported by the ONNX export")
+            spec.recurrent.append(RecurrentLayer(
+                forward.units, [_lstm_weights(forward), _lstm_weights(backward)],
+                forward.return_sequences, layer.merge_mode))
+        elif kind == "MaskedGlobalMaxPooling1D":
+            spec.pooling = "max"
+        elif kind == "GlobalAveragePooling1D":
+            spec.pooling = "mean"
+        elif kind == "Dense":
+            kernel, bias = layer.get_weights()
+            spec.dense_kernel = np.asarray(kernel, dtype=np.float32)
+            spec.dense_bias = np.asarray(bias, dtype=np.float32)
+            spec.activation = getattr(layer.activation, "__name__", str(layer.activation))
+            if spec.activation not in ("sigmoid", "softmax"):
+                raise UserError(f"layer {layer.name}: activation {spec.activation!r} is not "
+                                "supported by the ONNX export")
+        else:
+            raise UserError(f"layer {layer.name} ({kind}) is not supported by the ONNX export")
+    if spec is None or not spec.recurrent or spec.dense_kernel is None:
+        raise UserError("the model lacks an embedding, an LSTM or the dense output layer")
+    return spec
+
+
+def _onnx_gates(matrix: np.ndarray) -> np.ndarray:
+    """Keras (in, 4*units) with gate blocks i,f,c,o -> ONNX (4*units, in) with blocks i,o,f,c."""
+    blocks = np.split(matrix.T, 4, axis=0)
+    return np.concatenate([blocks[g] for g in _KERAS_TO_ONNX_GATES], axis=0)
+
+
+def _onnx_lstm_tensors(
+    directions: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W [dirs, 4h, in], R [dirs, 4h, h], B [dirs, 8h] (input bias, then a zero recurrent bias)."""
+    w = np.stack([_onnx_gates(kernel) for kernel, _, _ in directions])
+    r = np.stack([_onnx_gates(recurrent) for _, recurrent, _ in directions])
+    b = np.stack([
+        np.concatenate([_onnx_gates(bias[None, :])[:, 0], np.zeros_like(bias)])
+        for _, _, bias in directions
+    ])
+    return w.astype(np.float32), r.astype(np.float32), b.astype(np.float32)
+
+
+class _Graph:
+    """A small helper that names nodes and initializers as they are added."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.count = 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None,
+           outputs: int = 1, **attributes: Any) -> Any:
+        from onnx import helper
+
+        names = [self.name(hint or op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attributes))
+        return names[0] if outputs == 1 else names
+
+
+def _merge(graph: _Graph, states: str, axis: int, merge_mode: str | None, units: int) -> str:
+    """Combine the direction axis of Y ([T, dirs, B, h], axis 1) or Y_h ([dirs, B, h], axis 0)."""
+    if merge_mode is None:
+        return graph.op("Squeeze", [states, graph.const("axes", np.array([axis], np.int64))])
+    if merge_mode == "concat":
+        # Move the direction axis next to the features and fold it in: [fwd units, bwd units].
+        perm = [0, 2, 1, 3] if axis == 1 else [1, 0, 2]
+        moved = graph.op("Transpose", [states], perm=perm)
+        shape = [0, 0, 2 * units] if axis == 1 else [0, 2 * units]
+        return graph.op("Reshape", [moved, graph.const("shape", np.array(shape, np.int64))])
+    reduce = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}[merge_mode]
+    return graph.op(reduce, [states, graph.const("axes", np.array([axis], np.int64))], keepdims=0)
+
+
+def build_onnx(spec: ModelSpec) -> Any:
+    """The ONNX model for a `ModelSpec`: input `ids` int32 [batch, time], output probabilities."""
+    from onnx import TensorProto, checker, helper
+
+    graph = _Graph()
+    ids = INPUT_NAME
+    zero = graph.const("zero", np.array(0, dtype=np.int32))
+    mask = graph.op("Not", [graph.op("Equal", [ids, zero])], hint="mask")  # [B, T] bool
+    lengths = graph.op("ReduceSum", [graph.op("Cast", [mask], to=TensorProto.INT32),
+                                     graph.const("time_axis", np.array([1], np.int64))],
+                       hint="lengths", keepdims=0)  # [B] int32
+    time_major = graph.op("Transpose", [ids], perm=[1, 0])  # [T, B]
+    x = graph.op("Gather", [graph.const("embedding", spec.embedding), time_major], axis=0)
+
+    for index, layer in enumerate(spec.recurrent):
+        w, r, b = _onnx_lstm_tensors(layer.directions)
+        bidirectional = len(layer.directions) == 2
+        y, y_h = graph.op(
+            "LSTM",
+            [x, graph.const(f"W{index + 1}", w), graph.const(f"R{index + 1}", r),
+             graph.const(f"B{index + 1}", b), lengths],
+            hint=f"lstm{index + 1}", outputs=2, hidden_size=layer.units,
+            direction="bidirectional" if bidirectional else "forward",
+        )
+        if layer.return_sequences:
+            x = _merge(graph, y, 1, layer.merge_mode, layer.units)  # [T, B, features]
+        else:
+            x = _merge(graph, y_h, 0, layer.merge_mode, layer.units)  # [B, features]
+
+    if spec.pooling in ("max", "mean"):
+        time_axis = graph.const("axis0", np.array([0], np.int64))
+        step_mask = graph.op("Unsqueeze", [graph.op("Transpose", [mask], perm=[1, 0]),
+                                           graph.const("axis2", np.array([2], np.int64))])
+        if spec.pooling == "max":
+            lowest = graph.const("lowest", np.array(-3.0e38, dtype=np.float32))
+            masked = graph.op("Where", [step_mask, x, lowest])
+            x = graph.op("ReduceMax", [masked, time_axis], keepdims=0)
+        else:
+            weights = graph.op("Cast", [step_mask], to=TensorProto.FLOAT)
+            total = graph.op("ReduceSum", [graph.op("Mul", [x, weights]), time_axis], keepdims=0)
+            count = graph.op("ReduceSum", [weights, time_axis], keepdims=0)
+            x = graph.op("Div", [total, count])
+
+    logits = graph.op("Add", [
+        graph.op("MatMul", [x, graph.const("dense_kernel", spec.dense_kernel)]),
+        graph.const("dense_bias", spec.dense_bias),
+    ])
+    if spec.activation == "sigmoid":
+        graph.nodes.append(helper.make_node("Sigmoid", [logits], [OUTPUT_NAME]))
+    else:
+        graph.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_NAME], axis=-1))
+
+    classes = int(spec.dense_kernel.shape[1])
+    onnx_graph = helper.make_graph(
+        graph.nodes, "bilstm",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT32, ["batch", "time"])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", classes])],
+        graph.initializers,
+    )
+    model = helper.make_model(onnx_graph, producer_name="bilstm",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8  # readable by every ONNX Runtime that supports opset 18
+    checker.check_model(model)
+    return model
+
+
+def export_model(model: Any, path: Path) -> Path:
+    """Write the Keras model's ONNX twin to `path` (atomically)."""
+    from bilstm_cli.runs import write_atomic
+
+    proto = build_onnx(spec_from_keras(model))
+    write_atomic(path, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
+    return path
+
+
+def export_run(run_dir: Path, output: Path | None = None) -> Path:
+    """Load a run's `model.keras` (imports TensorFlow) and write `model.onnx` (or `output`)."""
+    from bilstm_cli.predict import load_keras_model
+    from bilstm_cli.runs import MODEL_FILE, ONNX_FILE
+
+    model = load_keras_model(run_dir / MODEL_FILE)
+    return export_model(model, output or run_dir / ONNX_FILE)

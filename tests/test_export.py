@@ -1,0 +1,155 @@
+"""The ONNX export gives the Keras model's probabilities (within 1e-5) on awkward texts."""
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import toy_examples
+
+from bilstm_cli.config import ModelConfig
+from bilstm_cli.export import build_onnx, export_model, spec_from_keras
+from bilstm_cli.predict import Classifier, OnnxEngine, TensorFlowEngine, choose_engine
+from bilstm_cli.text import build_tokenizer, save_tokenizer
+
+MERGE_MODES = ["concat", "sum", "ave", "mul"]
+GRID = list(itertools.product([False, True], [1, 2], ["last", "max", "mean"]))
+
+AWKWARD = [
+    "",
+    "great",
+    "zzz qqq xyzzy plonk",  # every word unknown
+    "Ça a été très émouvant, vraiment 🎬 — 映画 ★★★★★",
+    "<br /><br />",
+    " ".join(["superb brilliant film"] * 60),  # longer than max_length: truncated
+    "the movie was awful and boring but the actor was wonderful",
+    "!!! ... ??? ,,,",
+    "\t  ",
+]
+
+
+def _random_texts(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    words = [text.split() for text, _ in toy_examples(50, seed=seed)]
+    vocab = sorted({w for ws in words for w in ws}) + ["unseen", "words", "ünïcödé"]
+    return [" ".join(rng.choice(vocab, size=int(rng.integers(1, 70)))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A run folder with a tokenizer (max_length 40) and labels; each test adds its model."""
+    folder = tmp_path_factory.mktemp("export_run")
+    tokenizer = build_tokenizer([t for t, _ in toy_examples(200)], 60, max_length=40)
+    save_tokenizer(tokenizer, folder / "tokenizer.json")
+    return folder, tokenizer.get_vocab_size()
+
+
+def _tiny_model(vocab_size: int, bidirectional: bool, layers: int, pooling: str,
+                merge_mode: str, classes: int, seed: int):
+    from bilstm_cli.backend import keras
+    from bilstm_cli.model import build_model
+
+    keras.utils.set_random_seed(seed)
+    config = ModelConfig(bidirectional=bidirectional, layers=layers, units=5, embedding_dim=6,
+                         dropout=0.3, merge_mode=merge_mode, pooling=pooling)
+    model = build_model(config, vocab_size, classes)
+    # Random weights of a useful size (biases included), so outputs are far from 0.5 and a
+    # wrong gate order, direction or mask would show.
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, 0.6, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("bidirectional,layers,pooling", GRID)
+def test_onnx_matches_keras(run_folder, bidirectional, layers, pooling):
+    folder, vocab_size = run_folder
+    index = GRID.index((bidirectional, layers, pooling))
+    classes = 2 if index % 2 == 0 else 3
+    merge_mode = MERGE_MODES[index % 4]
+    model = _tiny_model(vocab_size, bidirectional, layers, pooling, merge_mode, classes, index)
+    labels = [f"c{i}" for i in range(classes)]
+    (folder / "labels.json").write_text(json.dumps({"labels": labels}))
+    onnx_path = export_model(model, folder / f"model-{index}.onnx")
+
+    keras_clf = Classifier(folder, TensorFlowEngine(model))
+    onnx_clf = Classifier(folder, OnnxEngine(onnx_path))
+    texts = AWKWARD + _random_texts(40, seed=index)
+    # Batches mix lengths (padding and masking) and also run one text at a time.
+    for batch_size in (7, 1):
+        expected = keras_clf.predict(texts, batch_size)
+        got = onnx_clf.predict(texts, batch_size)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert expected.std() > 0.01  # the texts really get different answers
+
+
+def test_backward_final_state_is_keras_backward_output(run_folder):
+    """Pooling `last` in a BiLSTM: the backward half is the state after reading each text back
+    to its first word, never one that started in the padding."""
+    folder, vocab_size = run_folder
+    from bilstm_cli.backend import keras
+
+    model = _tiny_model(vocab_size, True, 1, "last", "concat", 2, 99)
+    bidir = model.get_layer("bidirectional_1")
+    features = keras.Model(model.input, bidir.output)
+    proto = build_onnx(spec_from_keras(model))
+    import onnx
+    import onnxruntime as ort
+
+    # Expose the merged LSTM output of the graph (the node feeding the dense MatMul).
+    matmul = next(n for n in proto.graph.node if n.op_type == "MatMul")
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(
+        matmul.input[0], onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([[5, 9, 3, 0, 0, 0], [7, 2, 8, 4, 6, 3]], dtype=np.int32)
+    got = session.run(None, {"ids": ids})[1]
+    expected = np.asarray(features.predict_on_batch(ids))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # And the short text's backward state does not depend on what the padding would have held.
+    longer = np.array([[5, 9, 3]], dtype=np.int32)
+    np.testing.assert_allclose(session.run(None, {"ids": longer})[1][0], got[0], atol=1e-6)
+
+
+def test_engine_choice(run_folder, tmp_path):
+    folder = tmp_path
+    assert choose_engine(folder) == "tf"  # no model.onnx
+    (folder / "model.keras").write_bytes(b"k")
+    (folder / "model.onnx").write_bytes(b"o")
+    assert choose_engine(folder) == "onnx"
+    assert choose_engine(folder, "tf") == "tf"
+    import os
+
+    os.utime(folder / "model.onnx", (1, 1))  # older than model.keras: outdated weights
+    assert choose_engine(folder) == "tf"
+
+
+def test_onnx_path_never_imports_tensorflow(trained_run, tmp_path):
+    """The ONNX classifier and the predict command run without TensorFlow in the process."""
+    assert (trained_run / "model.onnx").is_file()  # training wrote it
+    code = (
+        "import sys, pathlib\n"
+        "from typer.testing import CliRunner\n"
+        "from bilstm_cli.cli import app\n"
+        f"r = CliRunner().invoke(app, ['predict', '--model', {str(trained_run)!r}, "
+        "'great film', 'awful plot'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert len(r.stdout.splitlines()) == 2, r.stdout\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_export_command_writes_an_equivalent_model(trained_run, tmp_path):
+    from conftest import run_cli
+
+    target = tmp_path / "copy.onnx"
+    result = run_cli("export", str(trained_run), "--output", str(target), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert str(target) in result.stdout
+    texts = ["superb brilliant film", "", "awful dull plot", "qqq"]
+    a = Classifier(trained_run, OnnxEngine(target)).predict(texts)
+    b = Classifier(trained_run, "onnx").predict(texts)
+    np.testing.assert_allclose(a, b, atol=1e-7)
