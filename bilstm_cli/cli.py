@@ -62,6 +62,14 @@ class DataFormat(str, Enum):
     tsv = "tsv"
     csv = "csv"
     jsonl = "jsonl"
+    fasttext = "fasttext"
+    folder = "folder"
+    parquet = "parquet"
+
+
+class DatasetName(str, Enum):
+    imdb = "imdb"
+    sst2 = "sst2"
 
 
 @contextmanager
@@ -131,7 +139,7 @@ def train(
             ui.stderr.print(table)
         from bilstm_cli.train import train as run_training
 
-        result = run_training(cfg, ui.info, command=sys.argv, splits=splits)
+        result = run_training(cfg, ui.info, command=sys.argv, splits=splits, summary=summary)
     _print_training_result(result.run_dir, result.metrics)
 
 
@@ -269,7 +277,9 @@ def _write_lines(batches: Iterator[list[str]]) -> None:
 @app.command()
 def evaluate(
     data: Annotated[str, typer.Option(
-        "--data", "-d", help="A labelled file (tsv, csv, jsonl), or imdb:test, sst2:test.")],
+        "--data", "-d", help="Labelled data: a file (tsv, csv, jsonl, fasttext, parquet), a "
+        "folder with one sub-folder per class, - for stdin (with --format), or imdb:test, "
+        "sst2:test.")],
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="A run folder or its model file. [default: runs/latest]")] = None,
     data_format: Annotated[DataFormat, typer.Option(
@@ -302,7 +312,11 @@ def evaluate(
         else:
             settings = DataConfig(dataset=None, train=data, header="auto", **columns)
             dataset = read_labelled(data, settings, data_format.value)
+            if dataset.skipped:
+                ui.warn(f"{dataset.skipped} bad row(s) of {data} skipped (data.on_bad_row: "
+                        f"skip), e.g. {dataset.bad_rows[0]}")
         report = evaluate_dataset(_classifier(run_dir, engine.value), dataset, batch_size)
+        report["skipped_rows"] = dataset.skipped
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
@@ -326,6 +340,54 @@ def export(
 
     with user_errors():
         path = export_run(resolve_model(run), output)
+    sys.stdout.write(f"{path}\n")
+
+
+data_app = typer.Typer(
+    help="The built-in data sets (imdb, sst2): where they are, and downloading them.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Show the built-in data sets, whether each is here (and where), or where it comes from."""
+    from bilstm_cli.data.download import BUILTIN, cache_dir, locate, url_for
+
+    rows = []
+    for name, info in BUILTIN.items():
+        found = locate(name)
+        if found is None:
+            rows.append((name, "not downloaded", f"{url_for(name)} -> {cache_dir()}",
+                         info.description))
+        else:
+            where = "BILSTM_DATA_DIR" if found.where == "data dir" else "cache"
+            rows.append((name, f"available ({where})", str(found.path), info.description))
+    out = ui.stdout_console()
+    table = ui.datasets_table(rows, out)
+    if isinstance(table, str):
+        sys.stdout.write(table + "\n")  # tabs kept as tabs, for scripts
+    else:
+        out.print(table)
+
+
+@data_app.command("get")
+def data_get(
+    name: Annotated[DatasetName, typer.Argument(help="The data set: imdb or sst2.")],
+) -> None:
+    """Download a built-in data set into the cache now (checksum verified); print its path."""
+    from bilstm_cli.data.download import check_layout, fetch, locate
+
+    with user_errors():
+        found = locate(name.value)
+        if found is None:
+            path = fetch(name.value)
+        else:
+            if found.where == "data dir":
+                check_layout(name.value, found.path)
+            ui.info(f"{name.value}: already here")
+            path = found.path
     sys.stdout.write(f"{path}\n")
 
 

@@ -203,7 +203,11 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
             f"--set {item!r}: the key must be section.key, e.g. --set training.epochs=3"
         )
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        # "-" (stdin, as in data.train=-) would be YAML for a list holding null.
+        if text.strip() == "-":
+            value: Any = "-"
+        else:
+            value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise UserError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
     return keys, value

@@ -188,7 +188,8 @@ def summary_tables(summary: Mapping[str, Any], console: Console) -> list[Table]:
     weights = summary.get("class_weight")
     if notes or weights:
         extra = _table(console, "notes")
-        extra.add_column("")
+        extra.show_header = False
+        extra.add_column("note")
         if weights:
             extra.add_row("class weights: " + ", ".join(f"{k} {v:.4g}" for k, v in weights.items()))
         for note in notes:
@@ -242,3 +243,18 @@ class _PlainDownloadLines:
         eta = f", ETA {(total - done) / speed:.0f} s" if total and speed and done < total else ""
         self.console.print(f"{self.label}: {done / 1e6:.1f} MB{of}, {speed / 1e6:.2f} MB/s{eta}",
                            markup=False, soft_wrap=True)
+
+
+def datasets_table(rows: list[tuple[str, str, str, str]], console: Console) -> Table | str:
+    """`bilstm data list`: name, status, where it is (or comes from), what it is. Not on a
+    terminal: tab-separated lines (name, status, location), easy to read in a script."""
+    if not console.is_terminal:
+        return "".join("\t".join(row[:3]) + "\n" for row in rows).rstrip("\n")
+    table = _table(console, "built-in data sets")
+    table.add_column("name")
+    table.add_column("status")
+    table.add_column("location", overflow="fold")
+    table.add_column("description")
+    for row in rows:
+        table.add_row(*row)
+    return table

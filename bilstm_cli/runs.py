@@ -24,6 +24,7 @@ LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
+DATA_SUMMARY_FILE = "data_summary.json"  # examples per split and class, skipped bad rows
 LATEST = "latest"
 
 
@@ -101,10 +102,12 @@ def read_labels(run_dir: Path) -> list[str]:
 
 
 def run_data_config(run_dir: Path) -> dict[str, Any]:
-    """The text and label columns the run was trained with, as defaults for `evaluate`."""
+    """How the run read its data (columns, label prefix, label set, bad rows): `evaluate`'s
+    defaults."""
     import yaml
 
-    columns: dict[str, Any] = {"text_column": "text", "label_column": "label"}
+    columns: dict[str, Any] = {"text_column": "text", "label_column": "label",
+                               "label_prefix": "__label__", "labels": None, "on_bad_row": "error"}
     path = run_dir / CONFIG_FILE
     if path.is_file():
         data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data", {})

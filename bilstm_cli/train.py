@@ -25,11 +25,13 @@ from bilstm_cli import __version__
 from bilstm_cli.backend import configure_threads, keras, tf
 from bilstm_cli.config import Config, config_to_yaml
 from bilstm_cli.console import TrainingDisplay
-from bilstm_cli.data import Splits, load_splits
+from bilstm_cli.data import Splits, load_splits, summarize
+from bilstm_cli.data.splits import class_weights
 from bilstm_cli.export import export_model
 from bilstm_cli.model import build_model
 from bilstm_cli.runs import (
     CONFIG_FILE,
+    DATA_SUMMARY_FILE,
     HISTORY_FILE,
     LABELS_FILE,
     METRICS_FILE,
@@ -65,8 +67,11 @@ def _label_array(labels: list[str], names: list[str], binary: bool) -> np.ndarra
 
 
 def _batch_dataset(ids: list[np.ndarray], y: np.ndarray, batch_size: int,
-                   seed: int | None, bucket: bool) -> tuple[Any, int]:
-    """A tf.data pipeline of padded batches; with a seed, reshuffled (reproducibly) per epoch."""
+                   seed: int | None, bucket: bool,
+                   weights: np.ndarray | None = None) -> tuple[Any, int]:
+    """A tf.data pipeline of padded batches; with a seed, reshuffled (reproducibly) per epoch.
+    With `weights` (one per example: training.class_weight), batches carry sample weights, which
+    Keras multiplies into each example's loss (the loss is their sum over the batch size)."""
     lengths = np.array([len(x) for x in ids])
     epoch = [0]
 
@@ -74,11 +79,17 @@ def _batch_dataset(ids: list[np.ndarray], y: np.ndarray, batch_size: int,
         rng = np.random.default_rng([seed, epoch[0]]) if seed is not None else None
         epoch[0] += 1
         for batch in length_batches(lengths, batch_size, rng, bucket):
-            yield pad([ids[i] for i in batch]), y[batch]
+            if weights is None:
+                yield pad([ids[i] for i in batch]), y[batch]
+            else:
+                yield pad([ids[i] for i in batch]), y[batch], weights[batch]
 
     label_shape = (None, 1) if y.ndim == 2 else (None,)
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=(
-        tf.TensorSpec((None, None), tf.int32), tf.TensorSpec(label_shape, y.dtype)))
+    signature: tuple[Any, ...] = (
+        tf.TensorSpec((None, None), tf.int32), tf.TensorSpec(label_shape, y.dtype))
+    if weights is not None:
+        signature += (tf.TensorSpec((None,), tf.float32),)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     steps = -(-len(ids) // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(2), steps
@@ -90,13 +101,14 @@ def train(
     run_dir: Path | None = None,
     command: list[str] | None = None,
     splits: Splits | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> TrainResult:
     started = datetime.now(timezone.utc)
     configure_threads(config.model.bidirectional, config.training.threads)
 
     keras.utils.set_random_seed(config.training.seed)
     splits = splits or load_splits(config.data, config.training.seed)
-    labels = sorted(set(splits.train.labels))
+    labels = splits.labels or sorted(set(splits.train.labels))
     binary = len(labels) == 2
 
     run_dir = run_dir or new_run_dir(config.output.dir, run_name(config))
@@ -104,6 +116,11 @@ def train(
     log(f"run folder: {run_dir}")
     write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(config))
     write_json_atomic(run_dir / LABELS_FILE, {"labels": labels})
+    # What was trained on: counts per split and class, skipped bad rows, class weights.
+    write_json_atomic(run_dir / DATA_SUMMARY_FILE, summary or summarize(splits, config))
+    weights = class_weights(config.training.class_weight, labels, splits.train.labels)
+    if weights:
+        log("class weights: " + ", ".join(f"{k} {v:.4g}" for k, v in weights.items()))
 
     tokenizer = build_tokenizer(
         splits.train.texts, config.data.max_tokens, config.data.min_frequency,
@@ -123,7 +140,9 @@ def train(
     )
     train_data, steps = _batch_dataset(
         train_ids, _label_array(splits.train.labels, labels, binary),
-        config.training.batch_size, config.training.seed, config.training.bucket_by_length)
+        config.training.batch_size, config.training.seed, config.training.bucket_by_length,
+        None if weights is None else
+        np.array([weights[label] for label in splits.train.labels], dtype=np.float32))
     val_data, _ = _batch_dataset(
         val_ids, _label_array(splits.validation.labels, labels, binary),
         config.training.batch_size, None, config.training.bucket_by_length)

@@ -344,7 +344,8 @@ def _folder_rows(path: str, labels: Collection[str] | None, problems: BadRows) -
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"folder not found: {path}")
-    folders = sorted(d for d in _entries(root) if d.is_dir() and not d.name.startswith("."))
+    folders = sorted((d for d in _entries(root) if d.is_dir() and not d.name.startswith(".")),
+                     key=lambda d: d.name)
     if labels is not None:
         for d in folders:
             if d.name not in labels:
