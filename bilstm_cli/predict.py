@@ -296,13 +296,18 @@ def parse_records(
         records: list[Record] = []
         for line in lines:
             number += 1
-            if needs_header:
-                columns = _header_columns(line.split("\t"), columns, f"{source}:{number}")
-                needs_header = False
-            elif not line.strip():
-                records.append((None, ""))
-            else:
-                records.append(parse(line, columns, f"{source}:{number}"))
+            try:
+                if needs_header:
+                    columns = _header_columns(line.split("\t"), columns, f"{source}:{number}")
+                    needs_header = False
+                elif not line.strip():
+                    records.append((None, ""))
+                else:
+                    records.append(parse(line, columns, f"{source}:{number}"))
+            except UserError:
+                if records:  # the lines before the bad one still get their answers
+                    yield records
+                raise
         if records:
             yield records
 
