@@ -1,0 +1,190 @@
+"""How fast `bilstm predict` answers, cold and in bulk, on ONNX Runtime and on TensorFlow.
+
+    BILSTM_DATA_DIR=../shared/data python benchmarks/predict_speed.py RUN_FOLDER \
+        [--repeats 5] [--memory-lines 1000000] [--markdown FILE]
+
+RUN_FOLDER is a trained IMDB run (e.g. runs/latest after `bilstm train --bidirectional`); it
+needs model.onnx (`bilstm export RUN_FOLDER` writes it for runs trained before it existed).
+Every measurement is a fresh process started as a user starts it (the `bilstm` console script):
+
+- cold start: `bilstm --help` and `bilstm predict "great film"`, median wall time of --repeats
+  runs (ONNX, the default engine; `--engine tf` for comparison);
+- throughput: the 25,000 IMDB test reviews, one per line, piped through `bilstm predict -` with
+  `--engine onnx` and then `--engine tf` in the same run: wall time including start-up,
+  reviews/s, peak memory (maximum resident set size of that child, from wait4), and whether the
+  two engines give the same labels;
+- flat memory: --memory-lines short lines through the ONNX engine, peak memory against that of
+  1,000 lines.
+Speed goals (issue 5): --help <= 0.5 s, cold predict <= 1.0 s, ONNX throughput >= TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def bilstm() -> list[str]:
+    """The console script a user runs (falls back to `python -m bilstm_cli`)."""
+    script = shutil.which("bilstm")
+    return [script] if script else [sys.executable, "-m", "bilstm_cli"]
+
+
+def timed(command: list[str], stdin: Path | None = None,
+          stdout: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MiB) of one child process, which must succeed."""
+    stdin_file = open(stdin, "rb") if stdin else subprocess.DEVNULL
+    stdout_file = open(stdout, "wb") if stdout else subprocess.DEVNULL
+    try:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdin=stdin_file, stdout=stdout_file,
+                                   stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors = process.stderr.read().decode(errors="replace")
+        process.stderr.close()
+    finally:
+        for handle in (stdin_file, stdout_file):
+            if hasattr(handle, "close"):
+                handle.close()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{errors}")
+    return wall, usage.ru_maxrss // 1024  # Linux reports KiB
+
+
+def median_wall(command: list[str], repeats: int) -> tuple[float, list[float]]:
+    walls = [timed(command)[0] for _ in range(repeats)]
+    return statistics.median(walls), walls
+
+
+def write_reviews(path: Path, limit: int | None) -> int:
+    """The IMDB test reviews, one per line (a review holds no newline; made sure anyway)."""
+    from bilstm_cli.data import load_builtin_split
+
+    texts = load_builtin_split("imdb:test").texts[:limit]
+    with open(path, "w", encoding="utf-8") as handle:
+        for text in texts:
+            handle.write(" ".join(text.split()) + "\n")
+    return len(texts)
+
+
+def write_short_lines(path: Path, count: int) -> None:
+    phrases = ["great film", "awful plot", "", "a moving, wonderful story", "dull and long",
+               "not bad at all", "the worst acting I have seen", "ok"]
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(count):
+            handle.write(f"{phrases[i % len(phrases)]}\n")
+
+
+def labels_of(path: Path) -> list[str]:
+    return [line.split("\t", 1)[0] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def probabilities_of(path: Path) -> list[float]:
+    return [float(line.split("\t")[1]) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a trained IMDB run folder with model.onnx")
+    parser.add_argument("--repeats", type=int, default=5, help="cold-start runs per command")
+    parser.add_argument("--memory-lines", type=int, default=1_000_000,
+                        help="lines for the flat-memory check (0: skip it)")
+    parser.add_argument("--reviews", type=int, help="only the first N test reviews (a quick "
+                        "check of the script; the goals are measured on all 25,000)")
+    parser.add_argument("--markdown", type=Path, help="also append the report to this file")
+    args = parser.parse_args()
+    run = args.run.resolve()
+    if not (run / "model.onnx").is_file():
+        raise SystemExit(f"{run} has no model.onnx: run `bilstm export {run}` first")
+
+    cli = bilstm()
+    lines = [f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+             f"load average before: {os.getloadavg()[0]:.2f}; run: `{run}`", ""]
+    results: dict[str, float] = {}
+
+    help_median, help_walls = median_wall([*cli, "--help"], args.repeats)
+    results["help"] = help_median
+    cold = [*cli, "predict", "--model", str(run), "great film"]
+    predict_median, predict_walls = median_wall(cold, args.repeats)
+    results["predict"] = predict_median
+    tf_median, tf_walls = median_wall([*cold, "--engine", "tf"], max(1, args.repeats // 2))
+    lines += [
+        "| cold start | median | runs (s) | goal |",
+        "| --- | --- | --- | --- |",
+        f"| `bilstm --help` | {help_median:.2f} s | {', '.join(f'{w:.2f}' for w in help_walls)}"
+        f" | <= 0.5 s |",
+        f"| `bilstm predict \"great film\"` (ONNX) | {predict_median:.2f} s | "
+        f"{', '.join(f'{w:.2f}' for w in predict_walls)} | <= 1.0 s |",
+        f"| `bilstm predict \"great film\" --engine tf` | {tf_median:.2f} s | "
+        f"{', '.join(f'{w:.2f}' for w in tf_walls)} | (for comparison) |",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        reviews = folder / "imdb_test.txt"
+        count = write_reviews(reviews, args.reviews)
+        rows = ["| engine | reviews | wall (s, with start-up) | reviews/s | peak RSS |",
+                "| --- | --- | --- | --- | --- |"]
+        print("\n".join(rows), flush=True)
+        outputs = {}
+        for engine in ("onnx", "tf"):
+            outputs[engine] = folder / f"{engine}.tsv"
+            wall, rss = timed([*cli, "predict", "-", "--model", str(run), "--engine", engine],
+                              stdin=reviews, stdout=outputs[engine])
+            answered = len(labels_of(outputs[engine]))
+            if answered != count:
+                raise SystemExit(f"{engine}: {answered} output lines for {count} reviews")
+            results[f"{engine}_rate"] = count / wall
+            rows.append(f"| {engine} | {count:,} | {wall:.1f} | {count / wall:.0f} | "
+                        f"{rss} MiB |")
+            print(rows[-1], flush=True)
+        same = sum(a == b for a, b in zip(labels_of(outputs["onnx"]), labels_of(outputs["tf"])))
+        gap = max(abs(a - b) for a, b in zip(probabilities_of(outputs["onnx"]),
+                                              probabilities_of(outputs["tf"])))
+        printed = len(rows)
+        rows += ["", f"Same label from both engines: {same:,} of {count:,} reviews; largest "
+                 f"difference of the printed probability: {gap:.6f}.", ""]
+
+        if args.memory_lines:
+            small, big = folder / "small.txt", folder / "big.txt"
+            write_short_lines(small, 1000)
+            write_short_lines(big, args.memory_lines)
+            command = [*cli, "predict", "-", "--model", str(run), "--format", "label"]
+            _, small_rss = timed(command, stdin=small)
+            wall, big_rss = timed(command, stdin=big, stdout=folder / "big.out")
+            answered = sum(1 for _ in open(folder / "big.out", encoding="utf-8"))
+            rows.append(f"Flat memory (ONNX, `--format label`): {args.memory_lines:,} short "
+                        f"lines in {wall:.1f} s ({args.memory_lines / wall:.0f} lines/s, "
+                        f"{answered:,} output lines), peak RSS {big_rss} MiB against "
+                        f"{small_rss} MiB for 1,000 lines.")
+        print("\n".join(rows[printed:]), flush=True)
+        lines += rows
+
+    verdict = [
+        "",
+        f"Goals: --help {'met' if results['help'] <= 0.5 else 'MISSED'}, "
+        f"cold predict {'met' if results['predict'] <= 1.0 else 'MISSED'}, ONNX throughput >= "
+        f"TensorFlow {'met' if results['onnx_rate'] >= results['tf_rate'] else 'MISSED'} "
+        f"({results['onnx_rate'] / results['tf_rate']:.2f}x). Load average after: "
+        f"{os.getloadavg()[0]:.2f}.",
+    ]
+    print("\n".join(verdict))
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines + verdict) + "\n")
+
+
+if __name__ == "__main__":
+    main()
