@@ -13,13 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bilstm_cli import __version__
 from bilstm_cli import console as ui
 from bilstm_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from bilstm_cli.interrupt import TrainingInterrupted
 
 app = typer.Typer(
     name="bilstm",
@@ -117,16 +120,42 @@ def train(
         "--output", "-o", help="Parent folder for run folders (output.dir).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the resolved config and a data summary; do not train.")] = False,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", "-r", help="Continue the run in this folder from its checkpoints/last. Its "
+        "config.yaml is the base config; any change that alters the result is refused.",
+        show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --resume: train that folder again from the start (with the "
+        "given config changes).")] = False,
+    deterministic: Annotated[bool | None, typer.Option(
+        "--deterministic", help="TensorFlow's op determinism (training.deterministic): the "
+        "same results on every run, also on a GPU, at some cost in speed.",
+        show_default=False)] = None,
 ) -> None:
-    """Train a classifier from a YAML config; writes a run folder and prints test metrics."""
+    """Train a classifier from a YAML config; writes a run folder and prints test metrics.
+
+    Ctrl-C or SIGTERM stops after the current batch and saves a checkpoint; continue with
+    `bilstm train --resume RUN_DIR`."""
     from bilstm_cli.config import config_to_yaml, load_config, resolve_config_path
     from bilstm_cli.data import load_splits, summarize
 
     shortcuts = {"model.bidirectional": bidirectional, "training.epochs": epochs,
-                 "training.batch_size": batch_size, "training.seed": seed, "output.dir": output}
+                 "training.batch_size": batch_size, "training.seed": seed, "output.dir": output,
+                 "training.deterministic": deterministic}
     with user_errors():
-        cfg = load_config(resolve_config_path(config), set_,
-                          {k: v for k, v in shortcuts.items() if v is not None})
+        if force and resume is None:
+            raise UserError("--force goes with --resume RUN_DIR (it trains that folder again)")
+        if resume is not None and output is not None:
+            raise UserError("--output chooses where new run folders go; a resumed run stays "
+                            f"in {resume}: leave out --output")
+        base = resolve_config_path(config) if config or resume is None else (
+            resume / "config.yaml")
+        cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None})
+        continuing = False
+        if resume is not None and not dry_run:
+            from bilstm_cli.checkpoint import check_resume
+
+            continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
         splits = load_splits(cfg.data, cfg.training.seed)
         summary = summarize(splits, cfg)
         if dry_run:
@@ -137,10 +166,39 @@ def train(
             return
         for table in ui.summary_tables(summary, ui.stderr):
             ui.stderr.print(table)
+        from bilstm_cli.interrupt import TrainingInterrupted
+        from bilstm_cli.runstate import command_line
         from bilstm_cli.train import train as run_training
 
-        result = run_training(cfg, ui.info, command=sys.argv, splits=splits, summary=summary)
+        try:
+            result = run_training(cfg, ui.info, run_dir=resume, command=command_line(),
+                                  splits=splits, summary=summary, resume=continuing,
+                                  warn=ui.warn)
+        except TrainingInterrupted as exc:
+            _report_interruption(exc, resume)
+            raise typer.Exit(exc.exit_code) from None
     _print_training_result(result.run_dir, result.metrics)
+
+
+def _report_interruption(exc: TrainingInterrupted, run_dir: Path | None) -> None:
+    """Say where training stopped and the command that continues it."""
+    from bilstm_cli.checkpoint import read_state
+
+    folder = run_dir or exc.run_dir
+    ui.error(f"training interrupted ({exc})")
+    if folder is None:
+        return
+    state = read_state(folder)
+    if state is None:
+        ui.stderr.print(f"no checkpoint was written yet in {folder}; `bilstm train --resume "
+                        f"{folder}` starts it from the beginning", markup=False, soft_wrap=True)
+        return
+    where = (f"batch {state.step} of {state.steps_per_epoch} in epoch {state.epoch + 1}"
+             if state.step else f"epoch {state.epoch}")
+    ui.stderr.print(f"checkpoint saved after {where}: {folder / 'checkpoints' / 'last'}",
+                    markup=False, soft_wrap=True)
+    ui.stderr.print(f"resume with: bilstm train --resume {folder}", markup=False,
+                    soft_wrap=True)
 
 
 def _print_training_result(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -389,6 +447,31 @@ def data_get(
             ui.info(f"{name.value}: already here")
             path = found.path
     sys.stdout.write(f"{path}\n")
+
+
+@app.command("runs")
+def list_runs(
+    folder: Annotated[Path, typer.Argument(help="The folder holding run folders.")]
+        = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Write the list as JSON to stdout.")]
+        = False,
+) -> None:
+    """List run folders: data set, uni/bi, epochs done, best validation and test accuracy,
+    state (running, finished, interrupted, failed). * marks `latest`."""
+    from bilstm_cli.runstate import list_runs as find_runs
+
+    with user_errors():
+        runs = find_runs(folder)
+    if as_json:
+        sys.stdout.write(json.dumps(runs, indent=2) + "\n")
+        return
+    out = ui.stdout_console()
+    if not runs:
+        ui.info(f"no run folders in {folder}")
+    elif out.is_terminal:
+        out.print(ui.runs_table(runs, out))
+    else:
+        sys.stdout.write(ui.runs_tsv(runs))
 
 
 def _column(value: str) -> str | int:

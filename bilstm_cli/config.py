@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -94,6 +94,17 @@ class TrainingConfig(Section):
     bucket_by_length: bool = True
     threads: int | None = Field(None, ge=1)
     tensorboard: bool = False
+    checkpoint_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = "epoch"
+    deterministic: bool = False
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _checkpoint_every(cls, value: Any) -> Any:
+        """One clear message instead of one per union member."""
+        if value == "epoch" or (isinstance(value, int) and not isinstance(value, bool)
+                                and value >= 1):
+            return value
+        raise ValueError(f"expected epoch or a number of steps >= 1 (got {value!r})")
     class_weight: Literal["none", "balanced"] | dict[str, float] = "none"
 
     @field_validator("class_weight", mode="before")

@@ -258,3 +258,36 @@ def datasets_table(rows: list[tuple[str, str, str, str]], console: Console) -> T
     for row in rows:
         table.add_row(*row)
     return table
+
+
+
+RUN_COLUMNS = ("run", "started", "data", "model", "epochs", "best val acc", "best epoch",
+               "test acc", "state")
+
+
+def _run_cells(run: Mapping[str, Any]) -> list[str]:
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    started = (run["started"] or "-").replace("T", " ").removesuffix("+00:00")
+    epochs = f"{run['epochs_done']}/{run['epochs']}" if run["epochs"] else str(run["epochs_done"])
+    return [run["name"] + (" *" if run.get("latest") else ""), started, run["dataset"] or "-",
+            run["model"] or "-", epochs, number(run["best_val_accuracy"]),
+            str(run["best_epoch"] or "-"), number(run["test_accuracy"]), run["state"]]
+
+
+def runs_table(runs: list[Mapping[str, Any]], console: Console) -> Table:
+    """`bilstm runs` on a terminal: one row per run folder, oldest first; * marks `latest`."""
+    table = _table(console)
+    for column in RUN_COLUMNS:
+        numeric = column in ("epochs", "best val acc", "best epoch", "test acc")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    for run in runs:
+        table.add_row(*_run_cells(run))
+    return table
+
+
+def runs_tsv(runs: list[Mapping[str, Any]]) -> str:
+    """`bilstm runs` into a pipe or file: the same columns, tab-separated, with a header."""
+    lines = ["\t".join(RUN_COLUMNS)] + ["\t".join(_run_cells(run)) for run in runs]
+    return "\n".join(lines) + "\n"

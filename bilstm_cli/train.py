@@ -5,29 +5,45 @@ Importing this module imports TensorFlow (seconds): the CLI imports it only to t
 The order of work in `train` is the order of the run folder's files: config and data summary
 first, tokenizer and labels, then the model after every improvement, history after every epoch,
 and metrics at the end. Only a finished run becomes `latest`.
+
+Training can stop at any moment and continue exactly where it was (checkpoint.py): the fit loop
+runs one `model.fit` call per epoch on that epoch's batches (minus those a mid-epoch checkpoint
+already did), and the EpochRecorder callback writes `checkpoints/last` after every epoch (and
+every `training.checkpoint_every` steps), stops cleanly on Ctrl-C/SIGTERM, and stops on a NaN
+loss before it can reach a checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bilstm_cli import __version__
 from bilstm_cli.backend import configure_threads, keras, tf
+from bilstm_cli.checkpoint import (
+    Checkpoint,
+    TrainingState,
+    add_metric_state,
+    load_last,
+    read_state,
+    restore,
+    save_best,
+    save_last,
+)
 from bilstm_cli.config import Config, config_to_yaml
 from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits, summarize
 from bilstm_cli.data.splits import class_weights
+from bilstm_cli.errors import UserError
 from bilstm_cli.export import export_model
+from bilstm_cli.interrupt import StopSignals, TrainingInterrupted
 from bilstm_cli.model import build_model
 from bilstm_cli.runs import (
     CONFIG_FILE,
@@ -44,6 +60,7 @@ from bilstm_cli.runs import (
     write_json_atomic,
     write_text_atomic,
 )
+from bilstm_cli.runstate import RunLock, RunRecord, command_line, versions
 from bilstm_cli.text import build_tokenizer, encode, length_batches, pad, save_tokenizer
 
 Log = Callable[[str], None]
@@ -68,17 +85,18 @@ def _label_array(labels: list[str], names: list[str], binary: bool) -> np.ndarra
 
 def _batch_dataset(ids: list[np.ndarray], y: np.ndarray, batch_size: int,
                    seed: int | None, bucket: bool,
-                   weights: np.ndarray | None = None) -> tuple[Any, int]:
+                   weights: np.ndarray | None = None, epoch: int = 0,
+                   skip: int = 0) -> tuple[Any, int]:
     """A tf.data pipeline of padded batches; with a seed, reshuffled (reproducibly) per epoch.
     With `weights` (one per example: training.class_weight), batches carry sample weights, which
-    Keras multiplies into each example's loss (the loss is their sum over the batch size)."""
+    Keras multiplies into each example's loss (the loss is their sum over the batch size).
+    The batch order of `epoch` depends only on (seed, epoch); `skip` leaves out the first batches
+    (done before a mid-epoch checkpoint). Returns the dataset and the full epoch's steps."""
     lengths = np.array([len(x) for x in ids])
-    epoch = [0]
 
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        rng = np.random.default_rng([seed, epoch[0]]) if seed is not None else None
-        epoch[0] += 1
-        for batch in length_batches(lengths, batch_size, rng, bucket):
+    def batches() -> Iterator[tuple[np.ndarray, ...]]:
+        rng = np.random.default_rng([seed, epoch]) if seed is not None else None
+        for batch in length_batches(lengths, batch_size, rng, bucket)[skip:]:
             if weights is None:
                 yield pad([ids[i] for i in batch]), y[batch]
             else:
@@ -91,7 +109,7 @@ def _batch_dataset(ids: list[np.ndarray], y: np.ndarray, batch_size: int,
         signature += (tf.TensorSpec((None,), tf.float32),)
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     steps = -(-len(ids) // batch_size)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps - skip))
     return dataset.prefetch(2), steps
 
 
@@ -102,18 +120,75 @@ def train(
     command: list[str] | None = None,
     splits: Splits | None = None,
     summary: dict[str, Any] | None = None,
+    resume: bool = False,
+    warn: Log | None = None,
 ) -> TrainResult:
-    started = datetime.now(timezone.utc)
+    """Train into `run_dir` (default: a new run folder). With `resume`, continue from its
+    `checkpoints/last` (the caller has checked the config: resume_problems); without, any
+    earlier training in the folder is started over. The folder is locked meanwhile, and run.json
+    follows the run: running, then finished, interrupted or failed."""
+    warn = warn or log
+    run_dir = run_dir or new_run_dir(config.output.dir, run_name(config))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run folder {run_dir}: {exc.strerror}") from None
+    with RunLock(run_dir, warn), StopSignals(warn) as stop:
+        record = RunRecord.start(
+            run_dir, command or command_line(), config.training.seed,
+            config.training.deterministic, resume, _machine(),
+            versions(tf.__version__, keras.__version__))
+        try:
+            return _train_in_folder(config, log, run_dir, splits, summary, resume, stop, record)
+        except TrainingInterrupted as exc:
+            record.end("interrupted", interrupted=str(exc))
+            exc.run_dir = run_dir
+            raise
+        except BaseException as exc:
+            record.end("failed", error=str(exc) or type(exc).__name__)
+            raise
+
+
+def _machine() -> dict[str, Any]:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+
+
+def _start_over(run_dir: Path) -> None:
+    """A fresh training in a folder that may hold an earlier one (`--force`): its checkpoints,
+    history, model and metrics go; nothing of it may leak into the new run."""
+    import shutil
+
+    from bilstm_cli.checkpoint import checkpoint_dir
+
+    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
+    for name in (HISTORY_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _train_in_folder(
+    config: Config,
+    log: Log,
+    run_dir: Path,
+    splits: Splits | None,
+    summary: dict[str, Any] | None,
+    resume: bool,
+    stop: StopSignals,
+    record: RunRecord,
+) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
 
     keras.utils.set_random_seed(config.training.seed)
+    if config.training.deterministic:
+        tf.config.experimental.enable_op_determinism()
     splits = splits or load_splits(config.data, config.training.seed)
     labels = splits.labels or sorted(set(splits.train.labels))
     binary = len(labels) == 2
 
-    run_dir = run_dir or new_run_dir(config.output.dir, run_name(config))
-    run_dir.mkdir(parents=True, exist_ok=True)
     log(f"run folder: {run_dir}")
+    checkpoint = load_last(run_dir) if resume else None
+    if not resume:
+        _start_over(run_dir)
     write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(config))
     write_json_atomic(run_dir / LABELS_FILE, {"labels": labels})
     # What was trained on: counts per split and class, skipped bad rows, class weights.
@@ -138,23 +213,42 @@ def train(
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    train_data, steps = _batch_dataset(
-        train_ids, _label_array(splits.train.labels, labels, binary),
+    train_data = partial(
+        _batch_dataset, train_ids, _label_array(splits.train.labels, labels, binary),
         config.training.batch_size, config.training.seed, config.training.bucket_by_length,
         None if weights is None else
         np.array([weights[label] for label in splits.train.labels], dtype=np.float32))
     val_data, _ = _batch_dataset(
         val_ids, _label_array(splits.validation.labels, labels, binary),
         config.training.batch_size, None, config.training.bucket_by_length)
+    steps = -(-len(train_ids) // config.training.batch_size)
+    state, best_weights = TrainingState(steps_per_epoch=steps), None
+    if checkpoint is not None:
+        best_weights = restore(checkpoint, model, steps)
+        state = checkpoint.state
+        where = f", {state.step} of {steps} batches into epoch {state.epoch + 1}" \
+            if state.step else ""
+        log(f"resuming from {checkpoint.path.name}: {state.epoch} epochs done{where}")
 
     display = TrainingDisplay(config.training.epochs)
-    recorder = EpochRecorder(config, run_dir, display, steps, len(train_ids))
+    recorder = EpochRecorder(config, run_dir, display, state, best_weights, len(train_ids),
+                             stop, record, checkpoint)
     callbacks: list[Any] = [recorder]
     if config.training.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     with display:
-        model.fit(train_data, validation_data=val_data, epochs=config.training.epochs,
-                  callbacks=callbacks, verbose=0, shuffle=False)
+        for row in state.history:  # the epochs done before a resume
+            display.end_epoch(row)
+        stop.graceful = True  # from here a signal stops after the current batch
+        try:
+            # One fit call per epoch: each epoch's batches are built for that epoch alone, so a
+            # resumed epoch can start at the batch after its checkpoint.
+            while state.epoch < config.training.epochs and not state.stopped_early:
+                data, _ = train_data(epoch=state.epoch, skip=state.step)
+                model.fit(data, validation_data=val_data, initial_epoch=state.epoch,
+                          epochs=state.epoch + 1, callbacks=callbacks, verbose=0, shuffle=False)
+        finally:
+            stop.graceful = False
     if recorder.best_weights is not None:
         model.set_weights(recorder.best_weights)
     # The best model for ONNX Runtime too, so `predict` runs without TensorFlow.
@@ -176,66 +270,116 @@ def train(
                                                  for r in recorder.rows])),
     }
     write_json_atomic(run_dir / METRICS_FILE, metrics)
-    write_json_atomic(run_dir / "run.json", {
-        "command": command or sys.argv,
-        "seed": config.training.seed,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "state": "finished",
-        "versions": {"bilstm": __version__, "tensorflow": tf.__version__,
-                     "keras": keras.__version__, "python": platform.python_version()},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]},
-    })
+    record.end("finished", epochs_done=len(recorder.rows), best_epoch=recorder.best_epoch,
+               stopped_early=recorder.stopped_early)
     mark_latest(run_dir)
     return TrainResult(run_dir, metrics)
 
 
-class EpochRecorder(keras.callbacks.Callback):
-    """Per batch: progress. Per epoch: the table row, history.csv, the best model so far (kept in
-    memory and saved as model.keras), and early stopping on the monitored metric."""
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: the weights are ruined, the last checkpoint is not."""
 
-    def __init__(self, config: Config, run_dir: Path, display: TrainingDisplay, steps: int,
-                 examples: int) -> None:
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Per batch: progress, the NaN/inf guard, step checkpoints and the stop signal. Per epoch:
+    the table row, history.csv, the best model so far (kept in memory, saved as model.keras and
+    checkpoints/best), early stopping on the monitored metric, and checkpoints/last."""
+
+    def __init__(self, config: Config, run_dir: Path, display: TrainingDisplay,
+                 state: TrainingState, best_weights: list[np.ndarray] | None, examples: int,
+                 stop: StopSignals, record: RunRecord, resumed: Checkpoint | None) -> None:
         super().__init__()
         self.monitor = config.training.monitor
         self.patience = config.training.early_stopping_patience
         self.batch_size = config.training.batch_size
+        every = config.training.checkpoint_every
+        self.checkpoint_every = None if every == "epoch" else int(every)
         self.run_dir = run_dir
         self.display = display
-        self.steps = steps
+        self.state = state
+        self.steps = state.steps_per_epoch
         self.examples = examples
-        self.rows: list[dict[str, Any]] = []
-        self.best: float | None = None
-        self.best_epoch = 0
-        self.best_weights: list[np.ndarray] | None = None
-        self.stopped_early = False
+        self.best_weights = best_weights
+        self.stop = stop
+        self.record = record
+        # A mid-epoch checkpoint's running loss/accuracy sums, added after the first batch.
+        self.pending_metrics = resumed if resumed is not None and state.step else None
+        self.epoch = state.epoch
+        self.skip = 0
         self.epoch_start = self.train_end = 0.0
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.state.history
+
+    @property
+    def best_epoch(self) -> int:
+        return self.state.best_epoch
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.state.stopped_early
+
     def _improved(self, value: float) -> bool:
-        if self.best is None:
+        if self.state.best is None:
             return True
-        return value < self.best if self.monitor == "val_loss" else value > self.best
+        return value < self.state.best if self.monitor == "val_loss" else value > self.state.best
+
+    def _save_last(self, mid_epoch: bool) -> None:
+        save_last(self.run_dir, self.state, self.model, self.best_weights, metric_state=mid_epoch)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch, self.skip = epoch, self.state.step
         self.epoch_start = self.train_end = time.perf_counter()
         self.display.start_epoch(epoch + 1, self.steps)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
         self.train_end = time.perf_counter()
-        done = min((batch + 1) * self.batch_size, self.examples)
-        self.display.update(batch + 1, done, logs or {})
+        if self.pending_metrics is not None:
+            add_metric_state(self.pending_metrics, self.model)
+            self.pending_metrics = None
+        loss = float(logs.get("loss", 0.0))
+        step = self.skip + batch + 1
+        if not np.isfinite(loss):
+            raise TrainingDiverged(self._diverged_message(loss, step))
+        self.state.step = step
+        done = min(step * self.batch_size, self.examples)
+        self.display.update(step, done, logs)
+        if step >= self.steps:
+            return  # the epoch's end writes the checkpoint (after validation)
+        if self.stop.requested:
+            self._save_last(mid_epoch=True)
+            raise TrainingInterrupted(
+                self.stop.signum or 2, f"in epoch {self.epoch + 1} after batch {step} of "
+                f"{self.steps}")
+        every = self.checkpoint_every
+        if every and (self.epoch * self.steps + step) % every == 0:
+            self._save_last(mid_epoch=True)
+
+    def _diverged_message(self, loss: float, step: int) -> str:
+        saved = read_state(self.run_dir)
+        kept = "no checkpoint had been written yet" if saved is None else (
+            f"the last good checkpoint (epoch {saved.epoch}"
+            f"{f', batch {saved.step}' if saved.step else ''}) is kept in "
+            f"{self.run_dir / 'checkpoints' / 'last'}")
+        return (f"the training loss became {loss} in epoch {self.epoch + 1} at batch {step}: "
+                f"training stopped and {kept}. Try a lower learning rate (e.g. --set "
+                "training.learning_rate=0.0005) or gradient clipping (--set training.clipnorm=1.0)")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         now = time.perf_counter()
         train_seconds = max(self.train_end - self.epoch_start, 1e-9)
         value = float(logs[self.monitor])
+        if not np.isfinite(value):
+            raise TrainingDiverged(self._diverged_message(value, self.steps))
         best = self._improved(value)
         if best:
-            self.best, self.best_epoch = value, epoch + 1
+            self.state.best, self.state.best_epoch = value, epoch + 1
             self.best_weights = [w.copy() for w in self.model.get_weights()]
             write_atomic(self.run_dir / MODEL_FILE, lambda tmp: self.model.save(tmp))
+            save_best(self.run_dir, epoch + 1, self.monitor, value, self.run_dir / MODEL_FILE)
         row = {
             "epoch": epoch + 1,
             "loss": float(logs["loss"]),
@@ -245,7 +389,8 @@ class EpochRecorder(keras.callbacks.Callback):
             "seconds": now - self.epoch_start,
             "train_seconds": train_seconds,
             "validation_seconds": now - self.train_end,
-            "examples_per_second": self.examples / train_seconds,
+            "examples_per_second": (self.steps - self.skip) / self.steps * self.examples
+            / train_seconds,
             "best": best,
         }
         self.rows.append(row)
@@ -256,7 +401,12 @@ class EpochRecorder(keras.callbacks.Callback):
             for r in self.rows
         ]
         write_text_atomic(self.run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
-        if self.patience and epoch + 1 - self.best_epoch >= self.patience:
-            self.stopped_early = True
+        if self.patience and epoch + 1 - self.state.best_epoch >= self.patience:
+            self.state.stopped_early = True
             self.model.stop_training = True
-
+        self.state.epoch, self.state.step = epoch + 1, 0
+        self._save_last(mid_epoch=False)
+        self.record.update(epochs_done=self.state.epoch, best_epoch=self.state.best_epoch,
+                           stopped_early=self.state.stopped_early)
+        if self.stop.requested:
+            raise TrainingInterrupted(self.stop.signum or 2, f"after epoch {epoch + 1}")

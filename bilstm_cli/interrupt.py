@@ -1,0 +1,68 @@
+"""Ctrl-C and SIGTERM during training: finish the current batch, save, then stop.
+
+While batches run, the first SIGINT or SIGTERM only sets a flag that the training loop reads
+after each batch (it then writes `checkpoints/last` and raises TrainingInterrupted). The handlers
+go back to the system defaults at that moment, so a second signal ends the process at once, even
+inside a long TensorFlow op: atomic checkpoint writes keep the previous checkpoint intact.
+Outside the batch loop (loading, final evaluation) a signal interrupts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal; `last` holds everything done so far."""
+
+    def __init__(self, signum: int, where: str = "") -> None:
+        super().__init__(f"{signal.Signals(signum).name}{f' {where}' if where else ''}")
+        self.signum = signum
+        self.where = where
+        self.run_dir: Path | None = None  # set by train(): the folder to resume
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
+
+
+class StopSignals:
+    """A context manager that owns SIGINT and SIGTERM for the duration of a training run."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        self.notify = notify
+        self.signum: int | None = None
+        self.graceful = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in HANDLED:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if not self.graceful:
+            raise TrainingInterrupted(signum)
+        for other in HANDLED:
+            signal.signal(other, signal.SIG_DFL)  # the next signal ends the process at once
+        name = signal.Signals(signum).name
+        self.notify(f"{name}: stopping after this batch and saving a checkpoint "
+                    "(press Ctrl-C again to abort at once)")

@@ -1,0 +1,239 @@
+"""A run's life: the lock that keeps two trainings out of one folder, `run.json` (what ran, where,
+and how it ended), and the listing behind `bilstm runs`. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bilstm_cli import __version__
+from bilstm_cli.errors import UserError
+from bilstm_cli.runs import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    LATEST,
+    METRICS_FILE,
+    write_json_atomic,
+)
+
+RUN_FILE = "run.json"
+LOCK_FILE = "train.lock"
+STATES = ("running", "finished", "interrupted", "failed")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def lock_owner(run_dir: Path) -> int | None:
+    """The pid in the run's lock file, or None (no lock, or an unreadable one)."""
+    try:
+        return int((run_dir / LOCK_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class RunLock:
+    """`train.lock` in the run folder, holding our pid, for as long as training runs. A second
+    training into the folder refuses; a lock left by a dead process is taken over."""
+
+    def __init__(self, run_dir: Path, warn: Callable[[str], None]) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.warn = warn
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = lock_owner(self.path.parent)
+                if owner is not None and owner != os.getpid() and pid_alive(owner):
+                    raise UserError(
+                        f"another training (pid {owner}) is writing into {self.path.parent}; "
+                        f"wait for it to end or stop it (if that process is gone, delete "
+                        f"{self.path})"
+                    ) from None
+                self.warn(f"taking over the stale lock {self.path} (process "
+                          f"{owner if owner is not None else '?'} is gone)")
+                self.path.unlink(missing_ok=True)
+                continue
+            except OSError as exc:
+                raise UserError(f"cannot write in the run folder {self.path.parent}: "
+                                f"{exc.strerror}") from None
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+            self.held = True
+            return self
+        raise UserError(f"cannot take the lock {self.path}: it keeps changing")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held and lock_owner(self.path.parent) == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+
+class RunRecord:
+    """`run.json`, written when training starts and updated as it goes and when it ends."""
+
+    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.path = run_dir / RUN_FILE
+        self.data = data
+
+    @classmethod
+    def start(cls, run_dir: Path, command: list[str], seed: int, deterministic: bool,
+              resumed: bool, machine: dict[str, Any], versions: dict[str, str]) -> RunRecord:
+        previous = read_json(run_dir / RUN_FILE) if resumed else None
+        session = {"command": command, "started": now(), "pid": os.getpid()}
+        if previous:
+            data = previous
+            data.setdefault("resumed", []).append(session)
+            data.update(state="running", ended=None, pid=os.getpid(), machine=machine,
+                        versions=versions)
+            data.pop("error", None)
+            data.pop("interrupted", None)
+        else:
+            data = {
+                "command": command, "seed": seed, "deterministic": deterministic,
+                "started": session["started"], "ended": None, "state": "running",
+                "pid": os.getpid(), "epochs_done": 0, "best_epoch": None,
+                "stopped_early": False, "versions": versions, "machine": machine,
+            }
+        record = cls(run_dir, data)
+        record.write()
+        return record
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.write()
+
+    def end(self, state: str, **fields: Any) -> None:
+        self.data.update(fields, state=state, ended=now())
+        try:
+            self.write()
+        except (UserError, OSError):
+            pass  # the disk may be what failed; the error itself is already on its way
+
+    def write(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+def versions(tensorflow: str, keras: str) -> dict[str, str]:
+    return {"bilstm": __version__, "tensorflow": tensorflow, "keras": keras,
+            "python": platform.python_version()}
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def command_line() -> list[str]:
+    """The command as the user typed it (`bilstm ...`, not the path to the console script)."""
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith("__main__.py") or Path(argv[0]).name == "bilstm"):
+        argv[0] = "bilstm"
+    return argv
+
+
+def run_state(run_dir: Path, record: dict[str, Any] | None) -> str:
+    """The state in run.json, except that a "running" run whose process is gone (kill -9, power
+    loss) shows as interrupted."""
+    if record is None:
+        return "unknown"
+    state = record.get("state", "unknown")
+    if state == "running":
+        owner = lock_owner(run_dir)
+        if owner is None or not pid_alive(owner):
+            return "interrupted"
+    return state
+
+
+def describe_run(run_dir: Path) -> dict[str, Any]:
+    """One row of `bilstm runs`."""
+    record = read_json(run_dir / RUN_FILE)
+    metrics = read_json(run_dir / METRICS_FILE) or {}
+    config = _read_yaml(run_dir / CONFIG_FILE)
+    data, model, training = (config.get(k) or {} for k in ("data", "model", "training"))
+    rows = _history(run_dir / HISTORY_FILE)
+    monitor = training.get("monitor", "val_loss")
+    best_row = max(rows, key=lambda r: -r[monitor] if monitor == "val_loss" else r[monitor],
+                   default=None) if rows and all(monitor in r for r in rows) else None
+    test = metrics.get("test") or None
+    dataset = data.get("dataset") or (Path(data["train"]).name if data.get("train") else None)
+    return {
+        "name": run_dir.name,
+        "path": str(run_dir),
+        "started": (record or {}).get("started"),
+        "dataset": dataset,
+        "model": None if not model else ("bi" if model.get("bidirectional") else "uni"),
+        "epochs_done": len(rows),
+        "epochs": training.get("epochs"),
+        "best_epoch": int(best_row["epoch"]) if best_row else None,
+        "best_val_accuracy": best_row.get("val_accuracy") if best_row else None,
+        "best_val_loss": best_row.get("val_loss") if best_row else None,
+        "test_accuracy": test.get("accuracy") if test else None,
+        "state": run_state(run_dir, record),
+    }
+
+
+def list_runs(folder: Path) -> list[dict[str, Any]]:
+    """Every run folder under `folder` (those with a run.json or config.yaml), oldest first."""
+    if not folder.is_dir():
+        raise UserError(f"no run folders: {folder} does not exist")
+    runs = [
+        describe_run(entry) for entry in sorted(folder.iterdir())
+        if entry.is_dir() and not entry.is_symlink() and entry.name != LATEST
+        and ((entry / RUN_FILE).is_file() or (entry / CONFIG_FILE).is_file())
+    ]
+    latest = folder / LATEST
+    target = os.readlink(latest) if latest.is_symlink() else None
+    for run in runs:
+        run["latest"] = run["name"] == target
+    return sorted(runs, key=lambda r: (r["started"] or "", r["name"]))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _history(path: Path) -> list[dict[str, float]]:
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return [{k: float(v) for k, v in row.items() if _is_number(v)}
+                    for row in csv.DictReader(handle)]
+    except OSError:
+        return []
+
+
+def _is_number(value: str | None) -> bool:
+    try:
+        float(value or "")
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,352 @@
+"""Training you can trust: checkpoints, resume after Ctrl-C / SIGTERM / kill -9, guards, exact
+reproducibility, run.json and `bilstm runs`. Real processes and real signals throughout."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import run_cli, toy_examples, write_tsv
+
+# Long enough (68 batches per epoch) that a signal sent after the first checkpoint lands while
+# batches are still running; small enough that an epoch takes about a second.
+EPOCHS = 3
+TIMING = {"seconds", "train_seconds", "validation_seconds", "examples_per_second"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("resume")
+    write_tsv(folder / "train.tsv", toy_examples(1200, seed=5))
+    write_tsv(folder / "test.tsv", toy_examples(60, seed=6))
+    return folder
+
+
+def args(data: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--bidirectional", "--set", "data.dataset=null",
+        "--set", f"data.train={data / 'train.tsv'}", "--set", f"data.test={data / 'test.tsv'}",
+        "--set", "model.units=8", "--set", "model.embedding_dim=8",
+        "--set", "data.max_tokens=100", "--set", "training.early_stopping_patience=0",
+        "--epochs", str(EPOCHS), "--batch-size", "16", *extra,
+    ]
+
+
+def start(data: Path, output: Path, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "BILSTM_NATIVE_LOGS"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bilstm_cli", *args(data, "--output", str(output), *extra)],
+        cwd=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def wait_for_checkpoint(output: Path, process: subprocess.Popen, mid_epoch: bool = False,
+                        timeout: float = 240) -> Path:
+    """The run folder, once `checkpoints/last` exists (at a step > 0 with `mid_epoch`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for last in output.glob("*/checkpoints/last"):
+            if not mid_epoch or not os.readlink(last).split("-s")[1].startswith("000000"):
+                return last.parent.parent
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def weights(run_dir: Path) -> dict[str, np.ndarray]:
+    """The arrays in a run's model.keras, read without TensorFlow."""
+    with zipfile.ZipFile(run_dir / "model.keras") as archive:
+        h5 = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        found: dict[str, np.ndarray] = {}
+        h5.visititems(lambda name, obj: found.__setitem__(name, obj[()])
+                      if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and len(wa) > 5
+    for name in wa:
+        np.testing.assert_allclose(wa[name], wb[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def results(run_dir: Path) -> tuple[dict, list[dict]]:
+    """metrics.json and history.csv without the timings."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("seconds_per_epoch", "examples_per_second"):
+        metrics.pop(key)
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    history = [{k: v for k, v in zip(header, line.split(",")) if k not in TIMING}
+               for line in lines[1:]]
+    return metrics, history
+
+
+def run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(data) -> Path:
+    """The same training, never interrupted."""
+    result = run_cli(*args(data, "--output", str(data / "reference")), cwd=data)
+    assert result.returncode == 0, result.stderr
+    return (data / "reference" / "latest").resolve()
+
+
+def test_same_seed_same_results_and_run_json(reference, data):
+    result = run_cli(*args(data, "--output", str(data / "again")), cwd=data)
+    assert result.returncode == 0, result.stderr
+    again = (data / "again" / "latest").resolve()
+    assert results(again) == results(reference)  # every metric, to the last digit
+    assert_same_weights(again, reference)
+
+    record = run_json(reference)
+    assert record["state"] == "finished" and record["seed"] == 42
+    assert record["command"][:2] == ["bilstm", "train"]
+    assert record["epochs_done"] == EPOCHS and record["best_epoch"] >= 1
+    assert record["stopped_early"] is False and record["ended"] >= record["started"]
+    assert set(record["versions"]) == {"bilstm", "tensorflow", "keras", "python"}
+    assert {"cpu", "cores", "gpus"} <= set(record["machine"])
+    checkpoints = reference / "checkpoints"
+    assert (checkpoints / "last" / "state.json").is_file()
+    assert (checkpoints / "best" / "model.keras").is_file()
+    assert json.loads((checkpoints / "last" / "state.json").read_text())["epoch"] == EPOCHS
+
+
+def test_sigint_mid_epoch_then_resume_equals_uninterrupted(reference, data, tmp_path):
+    process = start(data, tmp_path / "runs")
+    run_dir = wait_for_checkpoint(tmp_path / "runs", process)
+    assert run_json(run_dir)["state"] == "running"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"resume with: bilstm train --resume {run_dir}" in stderr
+    assert "Traceback" not in stderr
+    record = run_json(run_dir)
+    assert record["state"] == "interrupted" and "SIGINT" in record["interrupted"]
+    assert not (run_dir / "train.lock").exists()
+    assert not (tmp_path / "runs" / "latest").exists()  # only finished runs become latest
+
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from last-" in result.stderr
+    assert_same_weights(run_dir, reference)
+    assert results(run_dir) == results(reference)
+    record = run_json(run_dir)
+    assert record["state"] == "finished" and len(record["resumed"]) == 1
+    assert (tmp_path / "runs" / "latest").resolve() == run_dir
+
+
+def test_sigterm_exits_143_and_resume_finishes(reference, data, tmp_path):
+    process = start(data, tmp_path / "runs")
+    run_dir = wait_for_checkpoint(tmp_path / "runs", process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "SIGTERM" in stderr and f"bilstm train --resume {run_dir}" in stderr
+    assert run_json(run_dir)["state"] == "interrupted"
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(run_dir, reference)
+
+
+SECOND_SIGNAL = """
+import os, signal, sys, time
+from bilstm_cli.interrupt import StopSignals
+
+with StopSignals(lambda message: print(message, file=sys.stderr, flush=True)) as stop:
+    stop.graceful = True
+    os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: only a flag
+    time.sleep(0.1)
+    assert stop.requested and signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+    print("busy", flush=True)
+    time.sleep(60)  # a long native call, as a TensorFlow op would be
+"""
+
+
+def test_a_second_ctrl_c_aborts_at_once():
+    process = subprocess.Popen([sys.executable, "-c", SECOND_SIGNAL], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "busy\n"
+    began = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGINT
+    assert time.monotonic() - began < 5
+    assert "stopping after this batch" in stderr and "Ctrl-C again" in stderr
+
+
+def test_kill_9_after_a_step_checkpoint_then_resume(reference, data, tmp_path):
+    """checkpoint_every N: a kill -9 mid-epoch resumes from the last N-step checkpoint, skipping
+    the batches it already did, and still ends exactly like the uninterrupted run."""
+    process = start(data, tmp_path / "runs", "--set", "training.checkpoint_every=7")
+    run_dir = wait_for_checkpoint(tmp_path / "runs", process, mid_epoch=True)
+    process.kill()
+    process.communicate()
+    assert (run_dir / "train.lock").exists()
+    assert run_json(run_dir)["state"] == "running"
+    listed = run_cli("runs", str(tmp_path / "runs"), "--json", cwd=data)
+    assert json.loads(listed.stdout)[0]["state"] == "interrupted"  # its process is gone
+
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert "taking over the stale lock" in result.stderr
+    assert_same_weights(run_dir, reference)
+    assert results(run_dir) == results(reference)
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys
+import bilstm_cli.checkpoint as checkpoint
+
+real, calls = checkpoint._save_npz, []
+
+def save(path, arrays):
+    calls.append(path)
+    if len(calls) == 3:  # the third checkpoint: half a file, then the power goes
+        path.write_bytes(b"PK\\x03\\x04 half a checkpoint")
+        os.kill(os.getpid(), signal.{sig})
+    real(path, arrays)
+
+checkpoint._save_npz = save
+{patch}
+sys.argv = ["bilstm", *sys.argv[1:]]
+from bilstm_cli.cli import main
+main()
+"""
+
+
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(reference, data, tmp_path):
+    script = KILL_DURING_WRITE.format(sig="SIGKILL", patch="")
+    env = {k: v for k, v in os.environ.items() if k != "BILSTM_NATIVE_LOGS"}
+    killed = subprocess.run(
+        [sys.executable, "-c", script, *args(data, "--output", str(tmp_path / "runs"))],
+        cwd=data, capture_output=True, text=True, env=env, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (2, 0)  # the second checkpoint, intact
+
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(run_dir, reference)
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_disk_full_names_the_path_and_keeps_earlier_checkpoints(data, tmp_path):
+    patch = ("import errno\n"
+             "def full(path, arrays):\n"
+             "    calls.append(path)\n"
+             "    if len(calls) == 2:\n"
+             "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+             "    real(path, arrays)\n"
+             "checkpoint._save_npz = full\n")
+    script = KILL_DURING_WRITE.format(sig="SIGKILL", patch=patch)
+    env = {k: v for k, v in os.environ.items() if k != "BILSTM_NATIVE_LOGS"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args(data, "--output", str(tmp_path / "runs"))],
+        cwd=data, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert f"cannot write the checkpoint in {run_dir / 'checkpoints'}" in result.stderr
+    assert "No space left on device" in result.stderr
+    assert "earlier checkpoints are intact" in result.stderr and "Traceback" not in result.stderr
+    state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
+    assert state["epoch"] == 1
+    assert run_json(run_dir)["state"] == "failed"
+
+
+def test_unwritable_output_is_a_clear_error(data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_cli(*args(data, "--output", str(blocker / "runs")), cwd=data)
+    assert result.returncode == 2
+    assert f"cannot create the run folder {blocker / 'runs'}" in result.stderr
+
+
+def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    result = run_cli(*args(data, "--output", str(tmp_path / "runs"), "--set",
+                           "training.learning_rate=1e38", "--set", "training.clipnorm=null",
+                           "--set", "training.checkpoint_every=1"), cwd=data)
+    assert result.returncode == 2, result.stderr
+    assert "loss became nan" in result.stderr
+    assert "lower learning rate" in result.stderr and "training.clipnorm" in result.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert run_json(run_dir)["state"] == "failed"
+    last = run_dir / "checkpoints" / "last"
+    step = json.loads((last / "state.json").read_text())["step"]
+    assert step >= 1 and f"batch {step})" in result.stderr
+    with np.load(last / "arrays.npz") as arrays:
+        assert all(np.isfinite(arrays[k]).all() for k in arrays.files if k.startswith("model/"))
+
+
+def test_resume_refuses_a_changed_config_and_force_starts_over(reference, data, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference, run_dir, symlinks=True)
+    result = run_cli("train", "--resume", str(run_dir), "--set", "model.units=16",
+                     "--set", "training.learning_rate=0.1", cwd=data)
+    assert result.returncode == 2
+    assert "the config differs from the run's" in result.stderr
+    assert "model.units: 8 -> 16" in result.stderr
+    assert "training.learning_rate: 0.001 -> 0.1" in result.stderr
+    assert "--force" in result.stderr
+
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 2 and "already finished" in result.stderr
+
+    (run_dir / "train.lock").write_text(f"{os.getppid()}\n")  # a live process holds it
+    result = run_cli("train", "--resume", str(run_dir), "--epochs", str(EPOCHS + 1), cwd=data)
+    assert result.returncode == 2
+    assert f"another training (pid {os.getppid()}) is writing into {run_dir}" in result.stderr
+    (run_dir / "train.lock").unlink()
+
+    result = run_cli("train", "--resume", str(run_dir), "--force", "--epochs", "1", cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 2
+    assert json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())["epoch"] == 1
+
+
+def test_more_epochs_continue_a_finished_run_exactly(data, tmp_path):
+    """Resume-safe keys (here epochs) may change: 2 epochs then 1 more == 3 straight."""
+    first = run_cli(*args(data, "--output", str(tmp_path / "runs"), "--epochs", "2"), cwd=data)
+    assert first.returncode == 0, first.stderr
+    run_dir = (tmp_path / "runs" / "latest").resolve()
+    result = run_cli("train", "--resume", str(run_dir), "--epochs", str(EPOCHS), cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + EPOCHS
+
+
+def test_runs_lists_folders_without_tensorflow(reference, data):
+    code = ("import sys, json\nfrom typer.testing import CliRunner\n"
+            "from bilstm_cli.cli import app\n"
+            f"r = CliRunner().invoke(app, ['runs', {str(reference.parent)!r}, '--json'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+            "print(r.output)")
+    listed = json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                       capture_output=True, text=True).stdout)
+    metrics = json.loads((reference / "metrics.json").read_text())
+    assert len(listed) == 1
+    row = listed[0]
+    assert row["name"] == reference.name and row["latest"] is True
+    assert (row["dataset"], row["model"], row["state"]) == ("train.tsv", "bi", "finished")
+    assert row["epochs_done"] == EPOCHS and row["best_epoch"] == metrics["best_epoch"]
+    assert row["test_accuracy"] == metrics["test"]["accuracy"]
+
+    table = run_cli("runs", str(reference.parent), cwd=data)
+    assert table.returncode == 0
+    header, line = table.stdout.splitlines()
+    assert header.split("\t")[0] == "run" and line.startswith(reference.name + " *\t")
+    assert line.endswith("\tfinished")
