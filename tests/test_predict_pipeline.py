@@ -304,6 +304,28 @@ def test_onnx_predict_from_stdin_never_imports_tensorflow(run):
     assert len(result.stdout.splitlines()) == 2
 
 
+def test_onnx_evaluate_never_imports_tensorflow(run, tmp_path):
+    from conftest import write_jsonl
+
+    data = write_jsonl(tmp_path / "test.jsonl", toy_examples(20, seed=6))
+    code = (
+        "import sys\n"
+        "from bilstm_cli.cli import app\n"
+        f"sys.argv = ['bilstm', 'evaluate', '--model', {str(run)!r}, '--data', {str(data)!r}, "
+        "'--json']\n"
+        "try:\n"
+        "    app()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["examples"] == 20
+
+
 def test_outdated_onnx_falls_back_to_tensorflow_with_a_warning(run, tmp_path):
     import shutil
 
