@@ -33,11 +33,11 @@ def class_probabilities(outputs: Any, num_classes: int) -> np.ndarray:
 
 def load_keras_model(path: Path) -> Any:
     """The run's Keras model (imports TensorFlow: several seconds on a cold start)."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the run folder has no Keras model")
     from bilstm_cli.backend import keras
     from bilstm_cli.model import MaskedGlobalMaxPooling1D  # noqa: F401 - registers it
 
-    if not path.is_file():
-        raise UserError(f"{path} is missing: the run folder has no Keras model")
     return keras.saving.load_model(path, compile=False)
 
 
