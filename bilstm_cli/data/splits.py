@@ -15,7 +15,7 @@ from bilstm_cli.config import Config, DataConfig
 from bilstm_cli.data.builtin import BUILTIN, load_builtin
 from bilstm_cli.data.readers import BadRows, read_rows
 from bilstm_cli.errors import UserError
-from bilstm_cli.text import build_tokenizer, encode, token_lengths, unknown_share
+from bilstm_cli.text import UNK_ID, build_tokenizer
 
 
 @dataclass
@@ -208,8 +208,8 @@ def summarize(splits: Splits, config: Config) -> dict[str, Any]:
     vocabulary coverage, and the bad rows skipped while reading."""
     labels = splits.labels or sorted(set(splits.train.labels))
     data = config.data
-    # The vocabulary training will build (same texts, same settings), without truncation, to
-    # measure the share of each split's tokens it knows.
+    # The vocabulary training will build (same texts, same settings), without truncation: one
+    # pass over each split gives both its token counts and the share of tokens it knows.
     tokenizer = build_tokenizer(splits.train.texts, data.max_tokens, data.min_frequency,
                                 data.lowercase)
     tokenizer.no_truncation()
@@ -221,7 +221,9 @@ def summarize(splits: Splits, config: Config) -> dict[str, Any]:
         "splits": {},
     }
     for name, dataset in splits.items():
-        lengths = token_lengths(dataset.texts, data.lowercase)
+        encodings = tokenizer.encode_batch(dataset.texts, add_special_tokens=False)
+        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+        unknown = sum(e.ids.count(UNK_ID) for e in encodings)
         counts = dataset.class_counts()
         summary["splits"][name] = {
             "source": dataset.source,
@@ -233,7 +235,7 @@ def summarize(splits: Splits, config: Config) -> dict[str, Any]:
             },
             "truncated_share": float(np.mean(lengths > data.max_length))
             if len(lengths) else 0.0,
-            "vocabulary_coverage": 1.0 - unknown_share(encode(tokenizer, dataset.texts)),
+            "vocabulary_coverage": 1.0 - unknown / max(int(lengths.sum()), 1),
             "skipped_rows": dataset.skipped,
             "bad_rows": dataset.bad_rows,
             "notes": dataset.notes,
