@@ -373,6 +373,8 @@ def evaluate(
             if dataset.skipped:
                 ui.warn(f"{dataset.skipped} bad row(s) of {data} skipped (data.on_bad_row: "
                         f"skip), e.g. {dataset.bad_rows[0]}")
+            for note in dataset.notes:  # e.g. a sub-folder that is not one of the labels
+                ui.warn(note)
         report = evaluate_dataset(_classifier(run_dir, engine.value), dataset, batch_size)
         report["skipped_rows"] = dataset.skipped
     if as_json:
