@@ -8,7 +8,8 @@ needs model.onnx (`bilstm export RUN_FOLDER` writes it for runs trained before i
 Every measurement is a fresh process started as a user starts it (the `bilstm` console script):
 
 - cold start: `bilstm --help` and `bilstm predict "great film"`, median wall time of --repeats
-  runs (ONNX, the default engine; `--engine tf` for comparison);
+  runs (ONNX, the default engine; `--engine tf` for comparison), and their CPU time, which says
+  what the wall time would be on an idle machine when others share its cores;
 - throughput: the 25,000 IMDB test reviews, one per line, piped through `bilstm predict -` with
   `--engine onnx` and then `--engine tf` in the same run: wall time including start-up,
   reviews/s, peak memory (maximum resident set size of that child, from wait4), and whether the
@@ -39,8 +40,9 @@ def bilstm() -> list[str]:
 
 
 def timed(command: list[str], stdin: Path | None = None,
-          stdout: Path | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MiB) of one child process, which must succeed."""
+          stdout: Path | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system) of one child process, which
+    must succeed. CPU time hardly depends on what else the machine runs; wall time does."""
     stdin_file = open(stdin, "rb") if stdin else subprocess.DEVNULL
     stdout_file = open(stdout, "wb") if stdout else subprocess.DEVNULL
     try:
@@ -58,12 +60,14 @@ def timed(command: list[str], stdin: Path | None = None,
                 handle.close()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{errors}")
-    return wall, usage.ru_maxrss // 1024  # Linux reports KiB
+    return wall, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime  # maxrss in KiB
 
 
-def median_wall(command: list[str], repeats: int) -> tuple[float, list[float]]:
-    walls = [timed(command)[0] for _ in range(repeats)]
-    return statistics.median(walls), walls
+def cold(command: list[str], repeats: int) -> tuple[float, list[float], float]:
+    """Median wall time, every wall time, and median CPU time of `repeats` fresh processes."""
+    runs = [timed(command) for _ in range(repeats)]
+    walls = [wall for wall, _, _ in runs]
+    return statistics.median(walls), walls, statistics.median(cpu for _, _, cpu in runs)
 
 
 def write_reviews(path: Path, limit: int | None) -> int:
@@ -112,23 +116,19 @@ def main() -> None:
              f"load average before: {os.getloadavg()[0]:.2f}; run: `{run}`", ""]
     results: dict[str, float] = {}
 
-    help_median, help_walls = median_wall([*cli, "--help"], args.repeats)
-    results["help"] = help_median
-    cold = [*cli, "predict", "--model", str(run), "great film"]
-    predict_median, predict_walls = median_wall(cold, args.repeats)
-    results["predict"] = predict_median
-    tf_median, tf_walls = median_wall([*cold, "--engine", "tf"], max(1, args.repeats // 2))
-    lines += [
-        "| cold start | median | runs (s) | goal |",
-        "| --- | --- | --- | --- |",
-        f"| `bilstm --help` | {help_median:.2f} s | {', '.join(f'{w:.2f}' for w in help_walls)}"
-        f" | <= 0.5 s |",
-        f"| `bilstm predict \"great film\"` (ONNX) | {predict_median:.2f} s | "
-        f"{', '.join(f'{w:.2f}' for w in predict_walls)} | <= 1.0 s |",
-        f"| `bilstm predict \"great film\" --engine tf` | {tf_median:.2f} s | "
-        f"{', '.join(f'{w:.2f}' for w in tf_walls)} | (for comparison) |",
-        "",
-    ]
+    great = [*cli, "predict", "--model", str(run), "great film"]
+    commands = [("`bilstm --help`", [*cli, "--help"], args.repeats, "<= 0.5 s"),
+                ('`bilstm predict "great film"` (ONNX)', great, args.repeats, "<= 1.0 s"),
+                ('`bilstm predict "great film" --engine tf`', [*great, "--engine", "tf"],
+                 max(1, args.repeats // 2), "(for comparison)")]
+    lines += ["| cold start | median wall | runs (wall, s) | median CPU | goal (wall) |",
+              "| --- | --- | --- | --- | --- |"]
+    for (name, command, repeats, goal), key in zip(commands, ("help", "predict", "tf")):
+        median, walls, cpu = cold(command, repeats)
+        results[key] = median
+        lines.append(f"| {name} | {median:.2f} s | {', '.join(f'{w:.2f}' for w in walls)} | "
+                     f"{cpu:.2f} s | {goal} |")
+    lines.append("")
     print("\n".join(lines), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +141,7 @@ def main() -> None:
         outputs = {}
         for engine in ("onnx", "tf"):
             outputs[engine] = folder / f"{engine}.tsv"
-            wall, rss = timed([*cli, "predict", "-", "--model", str(run), "--engine", engine],
+            wall, rss, _ = timed([*cli, "predict", "-", "--model", str(run), "--engine", engine],
                               stdin=reviews, stdout=outputs[engine])
             answered = len(labels_of(outputs[engine]))
             if answered != count:
@@ -162,8 +162,8 @@ def main() -> None:
             write_short_lines(small, 1000)
             write_short_lines(big, args.memory_lines)
             command = [*cli, "predict", "-", "--model", str(run), "--format", "label"]
-            _, small_rss = timed(command, stdin=small)
-            wall, big_rss = timed(command, stdin=big, stdout=folder / "big.out")
+            _, small_rss, _ = timed(command, stdin=small)
+            wall, big_rss, _ = timed(command, stdin=big, stdout=folder / "big.out")
             answered = sum(1 for _ in open(folder / "big.out", encoding="utf-8"))
             rows.append(f"Flat memory (ONNX, `--format label`): {args.memory_lines:,} short "
                         f"lines in {wall:.1f} s ({args.memory_lines / wall:.0f} lines/s, "
