@@ -388,10 +388,10 @@ def evaluate(
 @app.command()
 def export(
     run: Annotated[str | None, typer.Argument(
-        help="A run folder or its model file. [default: runs/latest]", show_default=False)]
+        help="A run folder or its model file (default: runs/latest).", show_default=False)]
         = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Where to write the ONNX model. [default: RUN/model.onnx]")]
+        "--output", "-o", help="Where to write the ONNX model (default: RUN/model.onnx).")]
         = None,
 ) -> None:
     """Write the run's model as ONNX (model.onnx), so predict runs without TensorFlow."""
