@@ -320,12 +320,31 @@ def test_resume_refuses_a_changed_config_and_force_starts_over(reference, data, 
 
 def test_more_epochs_continue_a_finished_run_exactly(data, tmp_path):
     """Resume-safe keys (here epochs) may change: 2 epochs then 1 more == 3 straight."""
-    first = run_cli(*args(data, "--output", str(tmp_path / "runs"), "--epochs", "2"), cwd=data)
+    first = run_cli(*args(data, "--output", str(tmp_path / "runs"), "--epochs", "2",
+                          "--deterministic"), cwd=data)
     assert first.returncode == 0, first.stderr
     run_dir = (tmp_path / "runs" / "latest").resolve()
+    assert run_json(run_dir)["deterministic"] is True
     result = run_cli("train", "--resume", str(run_dir), "--epochs", str(EPOCHS), cwd=data)
     assert result.returncode == 0, result.stderr
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + EPOCHS
+    assert run_json(run_dir)["epochs_done"] == EPOCHS
+
+
+def test_checkpoint_every_and_resume_safe_keys():
+    from bilstm_cli.checkpoint import config_differences
+    from bilstm_cli.config import Config, load_config
+    from bilstm_cli.errors import UserError
+
+    assert load_config(None, ["training.checkpoint_every=50"]).training.checkpoint_every == 50
+    with pytest.raises(UserError, match=r"(?s)1 problem.*expected epoch or a number of steps"):
+        load_config(None, ["training.checkpoint_every=0"])
+    saved = Config().model_dump(mode="json")
+    changed = load_config(None, ["training.epochs=9", "training.threads=1",
+                                 "output.dir=elsewhere", "training.checkpoint_every=10",
+                                 "data.max_length=100", "training.seed=1"])
+    assert config_differences(saved, changed.model_dump(mode="json")) == [
+        "data.max_length: 200 -> 100", "training.seed: 42 -> 1"]
 
 
 def test_runs_lists_folders_without_tensorflow(reference, data):
