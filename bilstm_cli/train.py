@@ -124,7 +124,7 @@ def train(
     warn: Log | None = None,
 ) -> TrainResult:
     """Train into `run_dir` (default: a new run folder). With `resume`, continue from its
-    `checkpoints/last` (the caller has checked the config: resume_problems); without, any
+    `checkpoints/last` (the caller has checked the config: checkpoint.check_resume); without, any
     earlier training in the folder is started over. The folder is locked meanwhile, and run.json
     follows the run: running, then finished, interrupted or failed."""
     warn = warn or log
@@ -307,6 +307,8 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epoch = state.epoch
         self.skip = 0
         self.epoch_start = self.train_end = 0.0
+        if resumed is not None:
+            self._write_history()  # a kill may have left a row the checkpoint does not have
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -367,6 +369,17 @@ class EpochRecorder(keras.callbacks.Callback):
                 f"training stopped and {kept}. Try a lower learning rate (e.g. --set "
                 "training.learning_rate=0.0005) or gradient clipping (--set training.clipnorm=1.0)")
 
+    def _write_history(self) -> None:
+        if not self.rows:
+            (self.run_dir / HISTORY_FILE).unlink(missing_ok=True)
+            return
+        columns = list(self.rows[0])
+        lines = [",".join(columns)] + [
+            ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
+            for r in self.rows
+        ]
+        write_text_atomic(self.run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         now = time.perf_counter()
@@ -395,12 +408,7 @@ class EpochRecorder(keras.callbacks.Callback):
         }
         self.rows.append(row)
         self.display.end_epoch(row)
-        columns = list(row)
-        lines = [",".join(columns)] + [
-            ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
-            for r in self.rows
-        ]
-        write_text_atomic(self.run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
+        self._write_history()
         if self.patience and epoch + 1 - self.state.best_epoch >= self.patience:
             self.state.stopped_early = True
             self.model.stop_training = True

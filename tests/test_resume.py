@@ -369,3 +369,22 @@ def test_runs_lists_folders_without_tensorflow(reference, data):
     header, line = table.stdout.splitlines()
     assert header.split("\t")[0] == "run" and line.startswith(reference.name + " *\t")
     assert line.endswith("\tfinished")
+
+
+def test_atomic_write_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_path):
+    import errno
+
+    from bilstm_cli.errors import UserError
+    from bilstm_cli.runs import write_atomic
+
+    target = tmp_path / "history.csv"
+    target.write_text("old\n")
+
+    def full(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(UserError, match=f"cannot write {target}: No space left on device"):
+        write_atomic(target, full)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
