@@ -262,14 +262,18 @@ def clear(run_dir: Path) -> None:
     shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def config_differences(saved: dict[str, Any], current: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
     """Dotted keys whose values differ between two config dumps, except the resume-safe ones,
-    each as `key: saved -> current`."""
+    each as `key: saved -> current`. A key the saved config lacks (written before the key
+    existed) counts as its default."""
+    old_values = {**_flatten(defaults or {}), **_flatten(saved)}
+    new_values = _flatten(current)
     out = []
-    for key in sorted(set(_flatten(saved)) | set(_flatten(current))):
+    for key in sorted(set(old_values) | set(new_values)):
         if key in RESUME_SAFE_KEYS:
             continue
-        old, new = _flatten(saved).get(key), _flatten(current).get(key)
+        old, new = old_values.get(key), new_values.get(key)
         if old != new:
             out.append(f"{key}: {_show(old)} -> {_show(new)}")
     return out
@@ -306,7 +310,9 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
         saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read {run_dir / CONFIG_FILE}: {exc}") from None
-    differences = config_differences(saved, config)
+    from bilstm_cli.config import Config
+
+    differences = config_differences(saved, config, Config().model_dump(mode="json"))
     if differences:
         listed = "\n".join(f"  - {d}" for d in differences)
         raise UserError(

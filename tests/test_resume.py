@@ -345,6 +345,9 @@ def test_checkpoint_every_and_resume_safe_keys():
                                  "data.max_length=100", "training.seed=1"])
     assert config_differences(saved, changed.model_dump(mode="json")) == [
         "data.max_length: 200 -> 100", "training.seed: 42 -> 1"]
+    older = Config().model_dump(mode="json")
+    del older["training"]["deterministic"]  # a run from before the key existed
+    assert config_differences(older, saved, saved) == []
 
 
 def test_runs_lists_folders_without_tensorflow(reference, data):
