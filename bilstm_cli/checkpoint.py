@@ -304,6 +304,12 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
         what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
         raise UserError(f"cannot resume {run_dir}: it {what} (give a run folder made by "
                         "`bilstm train`)")
+    from bilstm_cli.runstate import lock_owner, pid_alive
+
+    owner = lock_owner(run_dir)
+    if owner is not None and owner != os.getpid() and pid_alive(owner):
+        raise UserError(f"another training (pid {owner}) is writing into {run_dir}; wait for it "
+                        "to end or stop it")
     if force:
         return False
     try:

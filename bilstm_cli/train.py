@@ -157,11 +157,9 @@ def _machine() -> dict[str, Any]:
 def _start_over(run_dir: Path) -> None:
     """A fresh training in a folder that may hold an earlier one (`--force`): its checkpoints,
     history, model and metrics go; nothing of it may leak into the new run."""
-    import shutil
+    from bilstm_cli.checkpoint import clear
 
-    from bilstm_cli.checkpoint import checkpoint_dir
-
-    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
+    clear(run_dir)
     for name in (HISTORY_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE):
         (run_dir / name).unlink(missing_ok=True)
 

@@ -391,3 +391,23 @@ def test_atomic_write_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_p
         write_atomic(target, full)
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
+
+
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
+    from bilstm_cli.errors import UserError
+    from bilstm_cli.runstate import LOCK_FILE, RunLock
+
+    lock = tmp_path / LOCK_FILE
+    lock.write_text(f"{os.getppid()}\n")  # alive: the shell or pytest's parent
+    with pytest.raises(UserError, match=f"another training \\(pid {os.getppid()}\\)"):
+        RunLock(tmp_path, print).__enter__()
+    assert lock.read_text() == f"{os.getppid()}\n"
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock.write_text(f"{dead.pid}\n")
+    warnings: list[str] = []
+    with RunLock(tmp_path, warnings.append):
+        assert lock.read_text() == f"{os.getpid()}\n"
+    assert "taking over the stale lock" in warnings[0] and str(dead.pid) in warnings[0]
+    assert not lock.exists()
