@@ -64,9 +64,10 @@ class OnnxEngine:
         if not path.is_file():
             raise UserError(f"{path} is missing: write it with `bilstm export {path.parent}`")
         options = ort.SessionOptions()
-        # One LSTM op at a time: the cores go to the op itself. Threads do not busy-wait for
-        # the next batch, which on a slow pipe may be seconds away.
-        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+        # One LSTM op at a time: the cores go to the op itself (a batch of 64 texts gains little
+        # beyond 4 threads, and a pipeline tool should leave cores to its neighbours). Threads do
+        # not busy-wait for the next batch, which on a slow pipe may be seconds away.
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
