@@ -272,9 +272,13 @@ def _classifier(run_dir: Path, engine: str) -> Any:
     from bilstm_cli.runs import ONNX_FILE
 
     chosen = choose_engine(run_dir, engine)
-    if engine == "auto" and chosen == "tf" and (run_dir / ONNX_FILE).is_file():
-        ui.warn(f"{run_dir / ONNX_FILE} is older than model.keras, using TensorFlow; "
-                f"refresh it with `bilstm export {run_dir}`")
+    if engine == "auto" and chosen == "tf":
+        if (run_dir / ONNX_FILE).is_file():
+            ui.warn(f"{run_dir / ONNX_FILE} is older than model.keras, using TensorFlow; "
+                    f"refresh it with `bilstm export {run_dir}`")
+        else:
+            ui.warn(f"{run_dir} has no {ONNX_FILE}, so TensorFlow is loaded (seconds); "
+                    f"`bilstm export {run_dir}` writes it once for fast starts")
     return Classifier(run_dir, chosen)
 
 

@@ -338,7 +338,7 @@ def test_outdated_onnx_falls_back_to_tensorflow_with_a_warning(run, tmp_path):
     assert "older than model.keras" in result.stderr and "bilstm export" in result.stderr
 
 
-def test_engine_onnx_without_model_onnx_is_a_user_error(run, tmp_path):
+def test_run_without_model_onnx(run, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
@@ -347,6 +347,9 @@ def test_engine_onnx_without_model_onnx_is_a_user_error(run, tmp_path):
     result = predict(copy, POS, "--engine", "onnx")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "model.onnx is missing" in result.stderr and "bilstm export" in result.stderr
+    result = predict(copy, POS, "--format", "label")  # auto: TensorFlow, with a hint
+    assert result.returncode == 0 and result.stdout == "pos\n"
+    assert "has no model.onnx" in result.stderr and "bilstm export" in result.stderr
 
 
 def test_evaluate_with_both_engines(run, tmp_path):
