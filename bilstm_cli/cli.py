@@ -267,7 +267,8 @@ def predict(
 
 
 def _classifier(run_dir: Path, engine: str) -> Any:
-    """The run's classifier; says so on stderr when an outdated model.onnx is passed over."""
+    """The run's classifier; says on stderr why TensorFlow is used when auto could not use ONNX
+    (no model.onnx, or one older than model.keras)."""
     from bilstm_cli.predict import Classifier, choose_engine
     from bilstm_cli.runs import ONNX_FILE
 
