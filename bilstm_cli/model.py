@@ -37,6 +37,9 @@ class MaskedGlobalMaxPooling1D(layers.Layer):
 def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> keras.Model:
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(ids)
+    if config.embedding_dropout:
+        # Drops whole embedding channels for a text (all its time steps alike); keeps the mask.
+        x = layers.SpatialDropout1D(config.embedding_dropout, name="embedding_dropout")(x)
     for index in range(config.layers):
         last_layer = index == config.layers - 1
         lstm = layers.LSTM(
