@@ -105,8 +105,8 @@ def main_options(
 @app.command()
 def train(
     config: Annotated[str | None, typer.Option(
-        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2. "
-        "[default: imdb]")] = None,
+        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2.",
+        show_default="imdb")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", help="Override a key: section.key=value (value as YAML). Repeatable.")]
         = None,
@@ -234,7 +234,8 @@ def predict(
         help="tsv/jsonl: a column passed through to the output (first field; jsonl: \"id\").")]
         = None,
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="A run folder or its model file. [default: runs/latest]")] = None,
+        "--model", "-m", help="A run folder or its model file.",
+        show_default="runs/latest")] = None,
     output_format: Annotated[OutputFormat, typer.Option(
         "--format", "-f", help="label: the label; tsv: label<TAB>probability; jsonl: a record "
         "with all probabilities.")] = OutputFormat.tsv,
@@ -344,14 +345,16 @@ def evaluate(
         "folder with one sub-folder per class, - for stdin (with --format), or imdb:test, "
         "sst2:test.")],
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="A run folder or its model file. [default: runs/latest]")] = None,
+        "--model", "-m", help="A run folder or its model file.",
+        show_default="runs/latest")] = None,
     data_format: Annotated[DataFormat, typer.Option(
         "--format", help="The file's format; auto: from its extension.")] = DataFormat.auto,
     text_column: Annotated[str | None, typer.Option(
-        help="Text column or key (a name, or an index). [default: the run's data.text_column]")]
+        help="Text column or key (a name, or an index).",
+        show_default="the run's data.text_column")]
         = None,
     label_column: Annotated[str | None, typer.Option(
-        help="Label column or key. [default: the run's data.label_column]")] = None,
+        help="Label column or key.", show_default="the run's data.label_column")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout.")]
         = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 256,
