@@ -204,13 +204,13 @@ def _report_interruption(exc: TrainingInterrupted, run_dir: Path | None) -> None
 def _print_training_result(run_dir: Path, metrics: dict[str, Any]) -> None:
     out = ui.stdout_console()
     final = metrics["test"] or metrics["validation"]
-    split = "test" if metrics["test"] else "validation"
     out.print(f"run: {run_dir}", markup=False)
     out.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
               f"({metrics['seconds_per_epoch']:.1f} s/epoch, "
               f"{metrics['examples_per_second']:.0f} examples/s)", markup=False)
     out.print(f"validation accuracy {metrics['validation']['accuracy']:.4f}", markup=False)
-    out.print(f"{split} accuracy {final['accuracy']:.4f}", markup=False)
+    if metrics["test"]:
+        out.print(f"test accuracy {final['accuracy']:.4f}", markup=False)
     for table in ui.report_tables(final, out)[1:]:
         out.print(table)
 

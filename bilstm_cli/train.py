@@ -233,7 +233,7 @@ def _train_in_folder(
                              stop, record, checkpoint)
     callbacks: list[Any] = [recorder]
     if config.training.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        callbacks.append(_tensorboard(run_dir))
     with display:
         for row in state.history:  # the epochs done before a resume
             display.end_epoch(row)
@@ -272,6 +272,16 @@ def _train_in_folder(
                stopped_early=recorder.stopped_early)
     mark_latest(run_dir)
     return TrainResult(run_dir, metrics)
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    """TensorBoard logs in the run folder; TensorFlow no longer brings the package along."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserError("training.tensorboard is true but the tensorboard package is not "
+                        "installed: pip install tensorboard (or set training.tensorboard=false)")
+    return keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
 
 
 class TrainingDiverged(UserError):

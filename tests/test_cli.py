@@ -122,9 +122,11 @@ def test_multiclass_unidirectional_training(toy_files, tmp_path):
 
     data = write_jsonl(tmp_path / "three.jsonl", toy_examples(150, seed=4, classes=3))
     result = run_cli("train", "--unidirectional", *TINY, "--set", f"data.train={data}",
-                     "--set", "model.pooling=mean", "--output", str(tmp_path / "runs"),
-                     cwd=tmp_path)
+                     "--set", "model.pooling=mean", "--set", "training.tensorboard=true",
+                     "--output", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    logs = list((tmp_path / "runs" / "latest" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert logs, "training.tensorboard writes TensorBoard event files into the run folder"
     assert "validation accuracy" in result.stdout
     result = run_cli("predict", "okay average", "--model", str(tmp_path / "runs" / "latest"),
                      "--format", "jsonl", cwd=tmp_path)
