@@ -138,6 +138,7 @@ def train(
     `bilstm train --resume RUN_DIR`."""
     from bilstm_cli.config import config_to_yaml, load_config, resolve_config_path
     from bilstm_cli.data import load_splits, summarize
+    from bilstm_cli.text import tokenizer_for
 
     shortcuts = {"model.bidirectional": bidirectional, "training.epochs": epochs,
                  "training.batch_size": batch_size, "training.seed": seed, "output.dir": output,
@@ -157,7 +158,8 @@ def train(
 
             continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
         splits = load_splits(cfg.data, cfg.training.seed)
-        summary = summarize(splits, cfg)
+        tokenizer = tokenizer_for(cfg.data, splits.train.texts)
+        summary = summarize(splits, cfg, tokenizer)
         if dry_run:
             out = ui.stdout_console()
             out.print(config_to_yaml(cfg), markup=False)
@@ -173,7 +175,7 @@ def train(
         try:
             result = run_training(cfg, ui.info, run_dir=resume, command=command_line(),
                                   splits=splits, summary=summary, resume=continuing,
-                                  warn=ui.warn)
+                                  warn=ui.warn, tokenizer=tokenizer)
         except TrainingInterrupted as exc:
             _report_interruption(exc, resume)
             raise typer.Exit(exc.exit_code) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -47,6 +48,12 @@ def build_tokenizer(
     return tokenizer
 
 
+def tokenizer_for(data: Any, texts: Iterable[str]) -> Tokenizer:
+    """The tokenizer a run trains with, from its `data` config section and training texts."""
+    return build_tokenizer(texts, data.max_tokens, data.min_frequency, data.lowercase,
+                           data.max_length, data.truncate)
+
+
 def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
     from bilstm_cli.runs import write_text_atomic
 
@@ -62,20 +69,6 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
     unknown = np.array([UNK_ID], dtype=np.int32)
     return [np.array(e.ids, dtype=np.int32) if e.ids else unknown for e in encodings]
-
-
-def token_lengths(texts: Sequence[str], lowercase: bool = True) -> np.ndarray:
-    """Untruncated token counts (they do not depend on the vocabulary), for data summaries."""
-    tokenizer = _empty_tokenizer(lowercase)
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    return np.array([len(e.ids) for e in encodings], dtype=np.int64)
-
-
-def unknown_share(ids: Sequence[np.ndarray]) -> float:
-    """Share of tokens outside the vocabulary (vocabulary coverage is 1 minus this)."""
-    total = sum(len(x) for x in ids)
-    unknown = sum(int(np.count_nonzero(x == UNK_ID)) for x in ids)
-    return unknown / total if total else 0.0
 
 
 def pad(ids: Sequence[np.ndarray], length: int | None = None) -> np.ndarray:

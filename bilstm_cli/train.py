@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from bilstm_cli.backend import configure_threads, keras, tf
 from bilstm_cli.checkpoint import (
@@ -61,7 +62,7 @@ from bilstm_cli.runs import (
     write_text_atomic,
 )
 from bilstm_cli.runstate import RunLock, RunRecord, command_line, versions
-from bilstm_cli.text import build_tokenizer, encode, length_batches, pad, save_tokenizer
+from bilstm_cli.text import encode, length_batches, pad, save_tokenizer, tokenizer_for
 
 Log = Callable[[str], None]
 
@@ -122,6 +123,7 @@ def train(
     summary: dict[str, Any] | None = None,
     resume: bool = False,
     warn: Log | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> TrainResult:
     """Train into `run_dir` (default: a new run folder). With `resume`, continue from its
     `checkpoints/last` (the caller has checked the config: checkpoint.check_resume); without, any
@@ -139,7 +141,8 @@ def train(
             config.training.deterministic, resume, _machine(),
             versions(tf.__version__, keras.__version__))
         try:
-            return _train_in_folder(config, log, run_dir, splits, summary, resume, stop, record)
+            return _train_in_folder(config, log, run_dir, splits, summary, resume, stop, record,
+                                    tokenizer)
         except TrainingInterrupted as exc:
             record.end("interrupted", interrupted=str(exc))
             exc.run_dir = run_dir
@@ -173,6 +176,7 @@ def _train_in_folder(
     resume: bool,
     stop: StopSignals,
     record: RunRecord,
+    tokenizer: Tokenizer | None = None,
 ) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
 
@@ -190,15 +194,12 @@ def _train_in_folder(
     write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(config))
     write_json_atomic(run_dir / LABELS_FILE, {"labels": labels})
     # What was trained on: counts per split and class, skipped bad rows, class weights.
-    write_json_atomic(run_dir / DATA_SUMMARY_FILE, summary or summarize(splits, config))
+    tokenizer = tokenizer or tokenizer_for(config.data, splits.train.texts)
+    write_json_atomic(run_dir / DATA_SUMMARY_FILE, summary or summarize(splits, config, tokenizer))
     weights = class_weights(config.training.class_weight, labels, splits.train.labels)
     if weights:
         log("class weights: " + ", ".join(f"{k} {v:.4g}" for k, v in weights.items()))
 
-    tokenizer = build_tokenizer(
-        splits.train.texts, config.data.max_tokens, config.data.min_frequency,
-        config.data.lowercase, config.data.max_length, config.data.truncate,
-    )
     save_tokenizer(tokenizer, run_dir / TOKENIZER_FILE)
     train_ids = encode(tokenizer, splits.train.texts)
     val_ids = encode(tokenizer, splits.validation.texts)

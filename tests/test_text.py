@@ -7,8 +7,6 @@ from bilstm_cli.text import (
     encode,
     length_batches,
     pad,
-    token_lengths,
-    unknown_share,
 )
 
 
@@ -45,11 +43,6 @@ def test_truncation_keeps_start_or_end():
 def test_empty_text_becomes_one_unknown_token():
     tokenizer = build_tokenizer(["x"], 10)
     assert list(encode(tokenizer, ["", "   "])[0]) == [UNK_ID]
-    assert unknown_share(encode(tokenizer, ["x y"])) == 0.5
-
-
-def test_token_lengths_are_untruncated():
-    assert list(token_lengths(["a b, c", ""])) == [4, 0]
 
 
 def test_pad_on_the_right():

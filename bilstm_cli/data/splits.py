@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from bilstm_cli.config import Config, DataConfig
 from bilstm_cli.data.builtin import BUILTIN, load_builtin
 from bilstm_cli.data.readers import BadRows, read_rows
 from bilstm_cli.errors import UserError
-from bilstm_cli.text import UNK_ID, build_tokenizer
+from bilstm_cli.text import UNK_ID, tokenizer_for
 
 
 @dataclass
@@ -203,15 +204,16 @@ def class_weights(
     return {label: float(spec.get(label, 1.0)) for label in labels}
 
 
-def summarize(splits: Splits, config: Config) -> dict[str, Any]:
+def summarize(splits: Splits, config: Config, tokenizer: Tokenizer | None = None
+              ) -> dict[str, Any]:
     """Examples per split and class, token-length percentiles, the share cut at max_length,
-    vocabulary coverage, and the bad rows skipped while reading."""
+    vocabulary coverage, and the bad rows skipped while reading. `tokenizer`: the one training
+    uses (text.tokenizer_for), so that it is built once."""
     labels = splits.labels or sorted(set(splits.train.labels))
     data = config.data
-    # The vocabulary training will build (same texts, same settings), without truncation: one
-    # pass over each split gives both its token counts and the share of tokens it knows.
-    tokenizer = build_tokenizer(splits.train.texts, data.max_tokens, data.min_frequency,
-                                data.lowercase)
+    # The training vocabulary without truncation: one pass over each split gives both its token
+    # counts and the share of tokens it knows.
+    tokenizer = Tokenizer.from_str((tokenizer or tokenizer_for(data, splits.train.texts)).to_str())
     tokenizer.no_truncation()
     summary: dict[str, Any] = {
         "labels": labels, "max_length": data.max_length, "vocabulary_size":
