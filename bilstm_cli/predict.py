@@ -220,10 +220,10 @@ def line_batches(
             batch = []
             continue
         chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            break
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
+        if chunk:
+            *complete, pending = (pending + chunk).split(b"\n")
+        else:  # end of input: a last line without a newline is a line too
+            complete, pending = ([pending] if pending else []), b""
         for raw in complete:
             number += 1
             try:
@@ -235,14 +235,8 @@ def line_batches(
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
-    if pending:
-        number += 1
-        try:
-            batch.append(_decode(pending, source, number, errors))
-        except UserError:
-            if batch:
-                yield batch
-            raise
+        if not chunk:
+            break
     if batch:
         yield batch
 
