@@ -66,6 +66,34 @@ def run_cli(*args: str, cwd: Path, input: str | None = None, env: dict | None = 
     )
 
 
+# Runs the CLI in a fresh interpreter, then checks which modules it loaded.
+_MODULE_CHECK = """
+import sys
+from bilstm_cli.cli import app
+absent, present = sys.argv[1].split(","), set(filter(None, sys.argv[2].split(",")))
+sys.argv = ["bilstm", *sys.argv[3:]]
+try:
+    app()
+except SystemExit as exc:
+    assert not exc.code, f"exit code {exc.code}"
+loaded = {name.split(".")[0] for name in sys.modules}
+assert not loaded & set(absent), sorted(loaded & set(absent))
+assert present <= loaded, sorted(present - loaded)
+"""
+
+
+def run_cli_without_tensorflow(*args: str, cwd: Path, input: str | None = None,
+                               also_imports: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run `bilstm ARGS` in its own process: it must succeed without ever importing TensorFlow
+    or Keras (and must import `also_imports`). Returns the finished process, output captured."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MODULE_CHECK, "tensorflow,keras", ",".join(also_imports), *args],
+        cwd=cwd, input=input, text=True, capture_output=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.fixture(scope="session")
 def toy_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("toy")

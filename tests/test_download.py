@@ -7,7 +7,6 @@ touches the internet.
 import dataclasses
 import hashlib
 import io
-import sys
 import tarfile
 import threading
 import zipfile
@@ -217,9 +216,6 @@ def test_cli_data_get_downloads_with_progress(server, folders, monkeypatch, caps
 
 
 def test_data_commands_do_not_import_tensorflow(tmp_path):
-    code = ("import sys; from typer.testing import CliRunner; from bilstm_cli.cli import app\n"
-            "r = CliRunner().invoke(app, ['data', 'list']); assert r.exit_code == 0, r.output\n"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
-    import subprocess
+    from conftest import run_cli_without_tensorflow
 
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    run_cli_without_tensorflow("data", "list", cwd=tmp_path)

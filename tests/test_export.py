@@ -2,8 +2,6 @@
 
 import itertools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -129,18 +127,11 @@ def test_engine_choice(run_folder, tmp_path):
 def test_onnx_path_never_imports_tensorflow(trained_run, tmp_path):
     """The ONNX classifier and the predict command run without TensorFlow in the process."""
     assert (trained_run / "model.onnx").is_file()  # training wrote it
-    code = (
-        "import sys, pathlib\n"
-        "from typer.testing import CliRunner\n"
-        "from bilstm_cli.cli import app\n"
-        f"r = CliRunner().invoke(app, ['predict', '--model', {str(trained_run)!r}, "
-        "'great film', 'awful plot'])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "assert len(r.stdout.splitlines()) == 2, r.stdout\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    from conftest import run_cli_without_tensorflow
+
+    result = run_cli_without_tensorflow("predict", "--model", str(trained_run), "great film",
+                                        "awful plot", cwd=tmp_path)
+    assert len(result.stdout.splitlines()) == 2, result.stdout
 
 
 def test_export_command_writes_an_equivalent_model(trained_run, tmp_path):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import run_cli, toy_examples
+from conftest import run_cli, run_cli_without_tensorflow, toy_examples
 
 from bilstm_cli.config import ModelConfig
 from bilstm_cli.errors import UserError
@@ -286,21 +286,8 @@ def test_engines_agree_through_the_cli(run, tmp_path):
 
 
 def test_onnx_predict_from_stdin_never_imports_tensorflow(run):
-    code = (
-        "import sys, io, os\n"
-        "from bilstm_cli.cli import app\n"
-        f"sys.argv = ['bilstm', 'predict', '-', '--model', {str(run)!r}]\n"
-        "try:\n"
-        "    app()\n"
-        "except SystemExit as exc:\n"
-        "    assert not exc.code, exc.code\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
-        "assert not bad, bad\n"
-        "assert 'onnxruntime' in sys.modules\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], input=f"{POS}\n\n", text=True,
-                            capture_output=True, cwd=run.parent)
-    assert result.returncode == 0, result.stderr
+    result = run_cli_without_tensorflow("predict", "-", "--model", str(run), cwd=run.parent,
+                                        input=f"{POS}\n\n", also_imports=("onnxruntime",))
     assert len(result.stdout.splitlines()) == 2
 
 
@@ -308,21 +295,8 @@ def test_onnx_evaluate_never_imports_tensorflow(run, tmp_path):
     from conftest import write_jsonl
 
     data = write_jsonl(tmp_path / "test.jsonl", toy_examples(20, seed=6))
-    code = (
-        "import sys\n"
-        "from bilstm_cli.cli import app\n"
-        f"sys.argv = ['bilstm', 'evaluate', '--model', {str(run)!r}, '--data', {str(data)!r}, "
-        "'--json']\n"
-        "try:\n"
-        "    app()\n"
-        "except SystemExit as exc:\n"
-        "    assert not exc.code, exc.code\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
-        "assert not bad, bad\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True,
-                            cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = run_cli_without_tensorflow("evaluate", "--model", str(run), "--data", str(data),
+                                        "--json", cwd=tmp_path)
     assert json.loads(result.stdout)["examples"] == 20
 
 

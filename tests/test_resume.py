@@ -351,14 +351,10 @@ def test_checkpoint_every_and_resume_safe_keys():
 
 
 def test_runs_lists_folders_without_tensorflow(reference, data):
-    code = ("import sys, json\nfrom typer.testing import CliRunner\n"
-            "from bilstm_cli.cli import app\n"
-            f"r = CliRunner().invoke(app, ['runs', {str(reference.parent)!r}, '--json'])\n"
-            "assert r.exit_code == 0, r.output\n"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
-            "print(r.output)")
-    listed = json.loads(subprocess.run([sys.executable, "-c", code], check=True,
-                                       capture_output=True, text=True).stdout)
+    from conftest import run_cli_without_tensorflow
+
+    listed = json.loads(run_cli_without_tensorflow(
+        "runs", str(reference.parent), "--json", cwd=reference.parent).stdout)
     metrics = json.loads((reference / "metrics.json").read_text())
     assert len(listed) == 1
     row = listed[0]
