@@ -90,7 +90,7 @@ def spec_from_keras(model: Any) -> ModelSpec:
             continue
         if spec is None:
             raise UserError(f"layer {layer.name}: expected the embedding first")
-        if kind == "LSTM":
+        if kind in ("LSTM", "RightPaddedLSTM"):  # the latter: model.py's, same weights
             spec.recurrent.append(RecurrentLayer(
                 layer.units, [_lstm_weights(layer)], layer.return_sequences))
         elif kind == "Bidirectional":

@@ -7,10 +7,70 @@ plus masking is the layout the cuDNN kernel accepts on a GPU (with recurrent_dro
 
 from __future__ import annotations
 
-from bilstm_cli.backend import keras
+from keras.src import backend as keras_backend
+
+from bilstm_cli.backend import keras, tf
 from bilstm_cli.config import ModelConfig
 
 layers, ops = keras.layers, keras.ops
+
+
+@keras.saving.register_keras_serializable(package="bilstm")
+class RightPaddedLSTM(layers.LSTM):
+    """A Keras LSTM that runs right-padded batches on a CPU without masking every step.
+
+    Keras' generic loop applies the mask inside every time step (a select per state, forward
+    and backward pass): about a fifth of a training step on a CPU. Right padding makes that
+    unnecessary. The forward direction reads each text's tokens before any padding, so the
+    outputs that count never see it; the backward direction first reverses each text within its
+    length, as the cuDNN kernel does. Outputs at padded steps are zeroed (as cuDNN leaves them)
+    and the last output is taken at each text's length: the same numbers as the masked loop.
+
+    Same weights and config as `keras.layers.LSTM`. Keras' own path is kept on a GPU (cuDNN),
+    and for anything else: a mask that is not right padding or masks a whole text, recurrent
+    dropout, unroll, stateful, or return_state (the unmasked loop's final states would include
+    the padding).
+    """
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        keras_loop = super().inner_loop
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if (mask is None or self.recurrent_dropout or self.unroll or self.stateful
+                or self.return_state or tf.config.list_logical_devices("GPU")):
+            return keras_loop(sequences, initial_state, mask=mask, training=training)
+        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+        right_padded = ops.all(ops.equal(
+            ops.cast(mask, "bool"), tf.sequence_mask(lengths, ops.shape(mask)[1])))
+        usable = ops.logical_and(right_padded, ops.all(lengths > 0))
+        return tf.cond(
+            usable,
+            lambda: self._unmasked_loop(sequences, initial_state, mask, lengths, training),
+            lambda: keras_loop(sequences, initial_state, mask=mask, training=training),
+        )
+
+    def _unmasked_loop(self, sequences, initial_state, mask, lengths, training):
+        if self.go_backwards:
+            sequences = tf.reverse_sequence(sequences, lengths, seq_axis=1, batch_axis=0)
+
+        def step(inputs, states):
+            output, new_states = self.cell(inputs, states, training=training)
+            return output, list(new_states)
+
+        _, outputs, states = keras_backend.rnn(
+            step, sequences, list(initial_state), mask=None,
+            input_length=sequences.shape[1], return_all_outputs=True,
+        )
+        outputs = outputs * ops.expand_dims(ops.cast(mask, outputs.dtype), -1)
+        last_output = tf.gather(outputs, lengths - 1, axis=1, batch_dims=1)
+        if self.go_backwards:
+            # Keras' go_backwards order: step t of the output is the text's step T-1-t.
+            outputs = ops.flip(
+                tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0), axis=1)
+        if not self.return_sequences:
+            outputs = ops.expand_dims(last_output, 1)
+        # Unused (return_state is off): the states after the padding, for the shape only.
+        return last_output, outputs, states
 
 
 @keras.saving.register_keras_serializable(package="bilstm")
@@ -42,7 +102,7 @@ def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> keras
         x = layers.SpatialDropout1D(config.embedding_dropout, name="embedding_dropout")(x)
     for index in range(config.layers):
         last_layer = index == config.layers - 1
-        lstm = layers.LSTM(
+        lstm = RightPaddedLSTM(
             config.units,
             return_sequences=not (last_layer and config.pooling == "last"),
             recurrent_dropout=config.recurrent_dropout,

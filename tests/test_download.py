@@ -7,8 +7,10 @@ touches the internet.
 import dataclasses
 import hashlib
 import io
+import os
 import tarfile
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -123,6 +125,23 @@ def test_interrupted_transfer_keeps_nothing(server, folders, monkeypatch):
     with pytest.raises(UserError, match=r"interrupted: 70,000 of [\d,]+ bytes arrived"):
         download.fetch("imdb", progress=lambda done, total: None)
     assert list(folders.iterdir()) == []
+
+
+def test_a_killed_downloads_part_file_is_removed_by_the_next_download(server, folders,
+                                                                     monkeypatch):
+    """kill -9 leaves a hidden .part file; the next download removes it, unless it is fresh
+    (another process may be downloading right now)."""
+    server.body = imdb_archive()
+    monkeypatch.setenv("BILSTM_DATA_URL_IMDB", server.url)
+    trust(monkeypatch, server.body)
+    folders.mkdir(parents=True)
+    stale, live = folders / ".aclImdb_v1.tar.gz.abc123.part", folders / ".aclImdb_v1.tar.gz.x.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"in progress")
+    old = time.time() - download.STALE_PART_SECONDS - 60
+    os.utime(stale, (old, old))
+    download.fetch("imdb", progress=lambda done, total: None)
+    assert sorted(p.name for p in folders.iterdir()) == [live.name, "aclImdb_v1.tar.gz"]
 
 
 def test_offline_and_http_errors_say_what_to_do(server, folders, monkeypatch):

@@ -17,6 +17,7 @@ import hashlib
 import os
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -128,6 +129,7 @@ def fetch(name: str, progress: Progress | None = None) -> Path:
     except OSError as exc:
         raise UserError(f"cannot create the cache folder {target.parent}: {exc.strerror}; "
                         "set XDG_CACHE_HOME or BILSTM_DATA_DIR to a writable folder") from None
+    _remove_stale_parts(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{info.filename}.", suffix=".part",
                                     dir=target.parent)
     tmp = Path(tmp_name)
@@ -154,6 +156,22 @@ def fetch(name: str, progress: Progress | None = None) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+# A download in progress writes every few seconds; a part file untouched this long was left by
+# a process that was killed (kill -9, power loss) before it could remove it.
+STALE_PART_SECONDS = 3600
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Delete what killed downloads of this file left, never another live download's file."""
+    now = time.time()
+    for part in target.parent.glob(f".{target.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+        except OSError:
+            pass  # gone already, or not ours to delete: the download goes on regardless
 
 
 def _stream(
