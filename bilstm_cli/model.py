@@ -50,8 +50,10 @@ class RightPaddedLSTM(layers.LSTM):
         )
 
     def _unmasked_loop(self, sequences, initial_state, mask, lengths, training):
+        steps = ops.shape(sequences)[1]
         if self.go_backwards:
-            sequences = tf.reverse_sequence(sequences, lengths, seq_axis=1, batch_axis=0)
+            reverse = _reversed_within_lengths(lengths, steps)
+            sequences = _permute_steps(sequences, reverse, reverse)
 
         def step(inputs, states):
             output, new_states = self.cell(inputs, states, training=training)
@@ -63,14 +65,40 @@ class RightPaddedLSTM(layers.LSTM):
         )
         outputs = outputs * ops.expand_dims(ops.cast(mask, outputs.dtype), -1)
         last_output = tf.gather(outputs, lengths - 1, axis=1, batch_dims=1)
-        if self.go_backwards:
-            # Keras' go_backwards order: step t of the output is the text's step T-1-t.
-            outputs = ops.flip(
-                tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0), axis=1)
         if not self.return_sequences:
             outputs = ops.expand_dims(last_output, 1)
+        elif self.go_backwards:
+            # Keras' go_backwards order: output step j is the text's step T-1-j, so the text's
+            # last token's output comes last and the padding first.
+            padding = ops.expand_dims(steps - lengths, 1)
+            j = ops.expand_dims(ops.arange(steps), 0)
+            keras_order = ops.where(j >= padding, j - padding, steps - 1 - j)
+            k = ops.expand_dims(ops.arange(steps), 0)
+            ours = ops.where(k < ops.expand_dims(lengths, 1), k + padding, steps - 1 - k)
+            outputs = _permute_steps(outputs, keras_order, ours)
         # Unused (return_state is off): the states after the padding, for the shape only.
         return last_output, outputs, states
+
+
+def _reversed_within_lengths(lengths, steps):
+    """Per text, the time index that reverses its first `length` steps and leaves the rest."""
+    t = ops.expand_dims(ops.arange(steps), 0)
+    lengths = ops.expand_dims(lengths, 1)
+    return ops.where(t < lengths, lengths - 1 - t, t)
+
+
+@tf.custom_gradient
+def _permute_steps(sequences, order, inverse):
+    """Reorder time steps per text (a gather; TensorFlow's reverse_sequence is slower on a CPU).
+
+    The gradient is the inverse permutation, again a gather, instead of the generic gather
+    gradient (a scatter-add).
+    """
+
+    def gradient(upstream):
+        return tf.gather(upstream, inverse, batch_dims=1), None, None
+
+    return tf.gather(sequences, order, batch_dims=1), gradient
 
 
 @keras.saving.register_keras_serializable(package="bilstm")

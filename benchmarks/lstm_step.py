@@ -1,0 +1,84 @@
+"""One BiLSTM training step, three ways, alternated in one process: where the time goes.
+
+    python benchmarks/lstm_step.py [--length 200] [--batch 128] [--steps 12]
+
+  keras masked:    keras.layers.LSTM with the embedding's padding mask (Keras' generic loop
+                   applies the mask inside every step)
+  right-padded:    bilstm's model.RightPaddedLSTM, same mask and the same outputs (no per-step
+                   masking: the backward direction is reversed within each text's length)
+  keras unmasked:  keras.layers.LSTM without a mask, as the reference script runs it (wrong for
+                   a backward direction over right padding; the speed to aim for)
+
+Each is Embedding(10,000, 128) -> Bidirectional(LSTM(64)) -> masked max pooling -> Dense, Adam,
+on one batch of right-padded random ids (lengths uniform between half and all of --length), with
+the thread settings `bilstm train` uses. The steps are alternated, so machine noise hits each
+alike; medians are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=12)
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from bilstm_cli.backend import configure_threads, keras
+
+    configure_threads(bidirectional=True)
+    from bilstm_cli.model import MaskedGlobalMaxPooling1D, RightPaddedLSTM
+
+    layers = keras.layers
+
+    def build(lstm_class: type, mask: bool) -> keras.Model:
+        ids = keras.Input((None,), dtype="int32")
+        x = layers.Embedding(10_000, 128, mask_zero=mask)(ids)
+        x = layers.Bidirectional(lstm_class(64, return_sequences=True))(x)
+        x = MaskedGlobalMaxPooling1D()(x)
+        outputs = layers.Dense(1, activation="sigmoid")(x)
+        model = keras.Model(ids, outputs)
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        return model
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(args.length // 2, args.length + 1, size=args.batch)
+    lengths[0] = args.length
+    ids = np.zeros((args.batch, args.length), dtype=np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(1, 10_000, size=length)
+    labels = rng.integers(0, 2, size=(args.batch, 1)).astype("float32")
+
+    models = {
+        "keras masked": build(layers.LSTM, mask=True),
+        "right-padded (bilstm)": build(RightPaddedLSTM, mask=True),
+        "keras unmasked": build(layers.LSTM, mask=False),
+    }
+    for model in models.values():
+        for _ in range(3):
+            model.train_on_batch(ids, labels)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.steps):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.train_on_batch(ids, labels)
+            times[name].append(time.perf_counter() - start)
+
+    base = statistics.median(times["keras masked"])
+    print(f"B={args.batch}, T={args.length}, median of {args.steps} steps each")
+    print("| LSTM | ms/step | vs keras masked |")
+    print("| --- | --- | --- |")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {1000 * median:.0f} | {base / median:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
