@@ -4,7 +4,8 @@
 
 Each run is `bilstm train -c CONFIG --unidirectional|--bidirectional` as a user types it, in its
 own process; the table gives test accuracy (IMDB test, SST-2 dev), validation accuracy, the best
-epoch, seconds per epoch and the run's wall time. It answers the question this tool exists for:
+epoch, seconds per epoch, the run's wall time and its peak memory (RSS: loading, training,
+evaluation and export, all in the one process). It answers the question this tool exists for:
 what the backward direction buys, on the same data, config and seed.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,11 +31,13 @@ def run(config: str, bidirectional: bool, output: Path, extra: list[str]) -> dic
     command = [sys.executable, "-m", "bilstm_cli", "train", "-c", config, direction,
                "--output", str(output), *extra]
     start = time.perf_counter()
-    finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-    wall = time.perf_counter() - start
-    if finished.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{finished.stderr}")
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        _, status, usage = os.wait4(process.pid, 0)  # the run's own peak memory, from the kernel
+        wall = time.perf_counter() - start
+        if status != 0:
+            stderr.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{stderr.read()}")
     metrics = json.loads((output / "latest" / "metrics.json").read_text())
     return {
         "config": config,
@@ -43,6 +47,7 @@ def run(config: str, bidirectional: bool, output: Path, extra: list[str]) -> dic
         "best_epoch": f"{metrics['best_epoch']}/{metrics['epochs_run']}",
         "seconds_per_epoch": metrics["seconds_per_epoch"],
         "wall": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
     }
 
 
@@ -63,13 +68,14 @@ def main() -> None:
                 print(json.dumps(result), file=sys.stderr)
                 rows.append(result)
     lines = [
-        "| config | model | test accuracy | validation accuracy | best epoch | s/epoch | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| config | model | test accuracy | validation accuracy | best epoch | s/epoch | wall s "
+        "| peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(f"| configs/{r['config']}.yaml | {r['model']} | {r['test']:.4f} | "
                      f"{r['validation']:.4f} | {r['best_epoch']} | {r['seconds_per_epoch']:.0f} | "
-                     f"{r['wall']:.0f} |")
+                     f"{r['wall']:.0f} | {r['peak_rss_mb']:.0f} |")
     lines.append("")
     for config in dict.fromkeys(r["config"] for r in rows):
         lines.append(f"- {config} peers on the same test set: {PEERS[config]}")
