@@ -35,8 +35,8 @@ def load_keras_model(path: Path) -> Any:
     """The run's Keras model (imports TensorFlow: several seconds on a cold start)."""
     if not path.is_file():
         raise UserError(f"{path} is missing: the run folder has no Keras model")
+    import bilstm_cli.model  # noqa: F401 - registers its layers (RightPaddedLSTM, the pooling)
     from bilstm_cli.backend import keras
-    from bilstm_cli.model import MaskedGlobalMaxPooling1D  # noqa: F401 - registers it
 
     return keras.saving.load_model(path, compile=False)
 
