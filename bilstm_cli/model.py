@@ -7,6 +7,8 @@ plus masking is the layout the cuDNN kernel accepts on a GPU (with recurrent_dro
 
 from __future__ import annotations
 
+# Keras' generic RNN loop, the one keras.layers.LSTM itself runs on a CPU (not in the public
+# API; tests/test_model.py checks our use of it against keras.layers.LSTM).
 from keras.src import backend as keras_backend
 
 from bilstm_cli.backend import keras, tf
@@ -71,11 +73,10 @@ class RightPaddedLSTM(layers.LSTM):
             # Keras' go_backwards order: output step j is the text's step T-1-j, so the text's
             # last token's output comes last and the padding first.
             padding = ops.expand_dims(steps - lengths, 1)
-            j = ops.expand_dims(ops.arange(steps), 0)
-            keras_order = ops.where(j >= padding, j - padding, steps - 1 - j)
-            k = ops.expand_dims(ops.arange(steps), 0)
-            ours = ops.where(k < ops.expand_dims(lengths, 1), k + padding, steps - 1 - k)
-            outputs = _permute_steps(outputs, keras_order, ours)
+            t = ops.expand_dims(ops.arange(steps), 0)
+            keras_order = ops.where(t >= padding, t - padding, steps - 1 - t)
+            back = ops.where(t < ops.expand_dims(lengths, 1), t + padding, steps - 1 - t)
+            outputs = _permute_steps(outputs, keras_order, back)
         # Unused (return_state is off): the states after the padding, for the shape only.
         return last_output, outputs, states
 
