@@ -33,25 +33,33 @@ def test_padding_never_changes_the_prediction(pooling, bidirectional):
                                atol=1e-6)
 
 
+def keras_lstm_and_ours(ids: np.ndarray, units: int, **options):
+    """Embedded ids with their padding mask, a Keras LSTM and a RightPaddedLSTM with its weights."""
+    from bilstm_cli.backend import keras
+    from bilstm_cli.model import RightPaddedLSTM
+
+    embedding = keras.layers.Embedding(int(ids.max()) + 1, 5, mask_zero=True)
+    inputs, mask = embedding(ids), embedding.compute_mask(ids)
+    keras_lstm, ours = keras.layers.LSTM(units, **options), RightPaddedLSTM(units, **options)
+    keras_lstm.build(inputs.shape)
+    ours.build(inputs.shape)
+    ours.set_weights(keras_lstm.get_weights())
+    return inputs, mask, keras_lstm, ours
+
+
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequences):
     """The unmasked CPU loop gives the masked Keras LSTM's outputs and gradients."""
-    from bilstm_cli.backend import keras, tf
-    from bilstm_cli.model import RightPaddedLSTM
+    from bilstm_cli.backend import tf
 
     rng = np.random.default_rng(0)
     lengths = [9, 1, 4, 7, 2, 5]
     ids = np.zeros((len(lengths), 9), dtype=np.int32)
     for row, length in enumerate(lengths):
         ids[row, :length] = rng.integers(1, 30, length)
-    embedding = keras.layers.Embedding(30, 5, mask_zero=True)
-    inputs, mask = embedding(ids), embedding.compute_mask(ids)
-    options = dict(return_sequences=return_sequences, go_backwards=go_backwards)
-    keras_lstm, ours = keras.layers.LSTM(7, **options), RightPaddedLSTM(7, **options)
-    keras_lstm.build(inputs.shape)
-    ours.build(inputs.shape)
-    ours.set_weights(keras_lstm.get_weights())
+    inputs, mask, keras_lstm, ours = keras_lstm_and_ours(
+        ids, 7, return_sequences=return_sequences, go_backwards=go_backwards)
 
     # Padded steps hold whatever each loop leaves there; every later layer masks them out.
     keep = np.asarray(mask)[:, ::-1] if go_backwards else np.asarray(mask)
@@ -72,15 +80,6 @@ def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequen
 
 def test_right_padded_lstm_falls_back_to_keras_for_other_masks():
     """A gap in the mask (not right padding) must still be skipped, by Keras' own loop."""
-    from bilstm_cli.backend import keras
-    from bilstm_cli.model import RightPaddedLSTM
-
     ids = np.array([[4, 0, 9, 3, 0], [5, 6, 0, 0, 0]], dtype=np.int32)
-    embedding = keras.layers.Embedding(10, 3, mask_zero=True)
-    inputs, mask = embedding(ids), embedding.compute_mask(ids)
-    keras_lstm = keras.layers.LSTM(4, go_backwards=True)
-    ours = RightPaddedLSTM(4, go_backwards=True)
-    keras_lstm.build(inputs.shape)
-    ours.build(inputs.shape)
-    ours.set_weights(keras_lstm.get_weights())
+    inputs, mask, keras_lstm, ours = keras_lstm_and_ours(ids, 4, go_backwards=True)
     np.testing.assert_allclose(ours(inputs, mask=mask), keras_lstm(inputs, mask=mask), atol=1e-6)
