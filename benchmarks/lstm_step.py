@@ -1,10 +1,12 @@
-"""One BiLSTM training step, three ways, alternated in one process: where the time goes.
+"""One BiLSTM training step, four ways, alternated in one process: where the time goes.
 
     python benchmarks/lstm_step.py [--length 200] [--batch 128] [--steps 12]
 
   keras masked:    keras.layers.LSTM with the embedding's padding mask (Keras' generic loop
                    applies the mask inside every step)
-  right-padded:    bilstm's model.RightPaddedLSTM, same mask and the same outputs (no per-step
+  right-padded:    bilstm's model.RightPaddedLSTM, same mask and the same outputs, with the
+                   fused C++ kernel (fused_lstm.py; built here if this machine has not yet)
+  ... Keras loop:  the same layer without the kernel: Keras' loop run unmasked (no per-step
                    masking: the backward direction is reversed within each text's length)
   keras unmasked:  keras.layers.LSTM without a mask, as the reference script runs it (wrong for
                    a backward direction over right padding; the speed to aim for)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 
@@ -34,9 +37,17 @@ def main() -> None:
     from bilstm_cli.backend import configure_threads, keras
 
     configure_threads(bidirectional=True)
+    from bilstm_cli import fused_lstm
     from bilstm_cli.model import MaskedGlobalMaxPooling1D, RightPaddedLSTM
 
+    if not fused_lstm.prepare(lambda message: print(message, file=sys.stderr)):
+        print("the fused kernel is not available: 'right-padded' runs Keras' loop too",
+              file=sys.stderr)
     layers = keras.layers
+
+    @keras.saving.register_keras_serializable(package="benchmark")
+    class KerasLoopLSTM(RightPaddedLSTM):
+        use_fused_kernel = False
 
     def build(lstm_class: type, mask: bool) -> keras.Model:
         ids = keras.Input((None,), dtype="int32")
@@ -59,6 +70,7 @@ def main() -> None:
     models = {
         "keras masked": build(layers.LSTM, mask=True),
         "right-padded (bilstm)": build(RightPaddedLSTM, mask=True),
+        "right-padded, Keras loop": build(KerasLoopLSTM, mask=True),
         "keras unmasked": build(layers.LSTM, mask=False),
     }
     for model in models.values():

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from bilstm_cli import fused_lstm
 from bilstm_cli.backend import configure_threads, keras, tf
 from bilstm_cli.checkpoint import (
     Checkpoint,
@@ -179,6 +180,8 @@ def _train_in_folder(
     tokenizer: Tokenizer | None = None,
 ) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
+    if not tf.config.list_physical_devices("GPU"):
+        fused_lstm.prepare(log)  # the GPU runs cuDNN instead
 
     keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:

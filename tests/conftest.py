@@ -6,8 +6,10 @@ import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,10 @@ import pytest
 # TensorFlow's native-log filter swaps file descriptor 2, which fights pytest's capture.
 os.environ["BILSTM_NATIVE_LOGS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The fused LSTM kernel is built once per test session, here, not in the user's cache; every
+# `bilstm train` the tests run (in this process or a child) uses it.
+_KERNEL_CACHE = tempfile.TemporaryDirectory(prefix="bilstm-kernels-")
+os.environ["BILSTM_CACHE_DIR"] = _KERNEL_CACHE.name
 
 POSITIVE = "great wonderful superb brilliant moving delightful excellent".split()
 NEGATIVE = "awful boring terrible dull weak tedious dreadful".split()
@@ -92,6 +98,18 @@ def run_cli_without_tensorflow(*args: str, cwd: Path, input: str | None = None,
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+@pytest.fixture(scope="session")
+def fused_kernel() -> bool:
+    """Build (once) and load the fused LSTM kernel; False where it cannot be built."""
+    from bilstm_cli import fused_lstm
+
+    messages: list[str] = []
+    built = fused_lstm.prepare(messages.append)
+    if not built and shutil.which("g++"):
+        pytest.fail("g++ is here but the fused LSTM kernel did not build: " + " ".join(messages))
+    return built
 
 
 @pytest.fixture(scope="session")

@@ -47,14 +47,31 @@ def keras_lstm_and_ours(ids: np.ndarray, units: int, **options):
     return inputs, mask, keras_lstm, ours
 
 
+@pytest.fixture(params=["fused kernel", "keras loop"])
+def cpu_loop(request, monkeypatch, fused_kernel):
+    """Each of RightPaddedLSTM's two CPU paths; yields the calls made to the fused kernel."""
+    from bilstm_cli import fused_lstm
+
+    calls = []
+    if request.param == "keras loop":
+        monkeypatch.setattr(fused_lstm, "usable", lambda cell, training: False)
+    elif not fused_kernel:
+        pytest.skip("the fused LSTM kernel could not be built here (no C++ compiler?)")
+    else:
+        lstm = fused_lstm.lstm
+        monkeypatch.setattr(fused_lstm, "lstm", lambda *a, **k: calls.append(k) or lstm(*a, **k))
+    yield calls
+    assert bool(calls) == (request.param == "fused kernel")
+
+
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequences):
-    """The unmasked CPU loop gives the masked Keras LSTM's outputs and gradients."""
+def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequences, cpu_loop):
+    """Both CPU paths (no per-step masking) give the masked Keras LSTM's outputs and gradients."""
     from bilstm_cli.backend import tf
 
     rng = np.random.default_rng(0)
-    lengths = [9, 1, 4, 7, 2, 5]
+    lengths = [9, 1, 4, 7, 2, 5, 9, 3, 6, 8, 1, 2, 9]
     ids = np.zeros((len(lengths), 9), dtype=np.int32)
     for row, length in enumerate(lengths):
         ids[row, :length] = rng.integers(1, 30, length)
@@ -75,11 +92,14 @@ def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequen
     actual, gradients = outputs_and_gradients(ours)
     np.testing.assert_allclose(actual, expected, atol=1e-6)
     for gradient, expected_gradient in zip(gradients, expected_gradients):
-        np.testing.assert_allclose(gradient, expected_gradient, atol=1e-5)
+        np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-5, atol=1e-5)
 
 
-def test_right_padded_lstm_falls_back_to_keras_for_other_masks():
+def test_right_padded_lstm_falls_back_to_keras_for_other_masks(monkeypatch, fused_kernel):
     """A gap in the mask (not right padding) must still be skipped, by Keras' own loop."""
+    from bilstm_cli import fused_lstm
+
+    monkeypatch.setattr(fused_lstm, "lstm", lambda *a, **k: pytest.fail("fused kernel used"))
     ids = np.array([[4, 0, 9, 3, 0], [5, 6, 0, 0, 0]], dtype=np.int32)
     inputs, mask, keras_lstm, ours = keras_lstm_and_ours(ids, 4, go_backwards=True)
     np.testing.assert_allclose(ours(inputs, mask=mask), keras_lstm(inputs, mask=mask), atol=1e-6)

@@ -1,0 +1,158 @@
+"""The fused CPU LSTM kernel (kernels/lstm_cpu.cc): built once per machine, loaded on demand.
+
+Keras runs an LSTM on a CPU as a graph loop of small ops; on this tool's models their overhead
+and the memory passes between them cost as much as the arithmetic. The kernel does a whole
+direction (forward and backward pass) in two ops, about 1.4x faster per training step.
+
+It is C++ against TensorFlow's headers, so it is compiled here, with the machine's C++ compiler,
+the first time `bilstm train` runs (about 30 s), into a cache folder keyed by the source, the
+TensorFlow version and the CPU. Without a compiler, or if the build fails, training runs
+Keras' own loop: the same numbers, only slower. BILSTM_FUSED_LSTM=0 turns the kernel off.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bilstm_cli.backend import tf
+
+SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
+# Tried in order. -march=native: the machine's vector units (the library is built where it
+# runs). TensorFlow's Eigen headers do not compile with AVX512-FP16 on; older compilers do not
+# know the flag that turns it off, hence the second set. NDEBUG drops Eigen's bounds checks.
+FLAG_SETS = (
+    ["-O3", "-DNDEBUG", "-march=native", "-mno-avx512fp16"],
+    ["-O3", "-DNDEBUG", "-march=native"],
+    ["-O3", "-DNDEBUG"],
+)
+
+_loaded: dict[str, Any] = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("BILSTM_FUSED_LSTM", "1") != "0"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("BILSTM_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    base = Path(root) if root else Path.home() / ".cache"
+    return (base if os.environ.get("BILSTM_CACHE_DIR") else base / "bilstm") / "kernels"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: a library built for one CPU may not run on another."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def library_path() -> Path:
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), tf.__version__.encode(), _cpu_id().encode(),
+                 repr(FLAG_SETS).encode()):
+        key.update(part)
+    return cache_dir() / f"lstm_cpu-{key.hexdigest()[:16]}.so"
+
+
+def ops() -> Any | None:
+    """The kernel's ops if this machine has them built (never builds); None otherwise."""
+    if "ops" not in _loaded and enabled() and library_path().is_file():
+        _loaded["ops"] = tf.load_op_library(str(library_path()))
+    return _loaded.get("ops")
+
+
+def prepare(log: Callable[[str], None]) -> bool:
+    """Build the kernel if this machine has not yet (once), then load it. True if loaded."""
+    if not enabled():
+        log("fused LSTM kernel: off (BILSTM_FUSED_LSTM=0); Keras' loop runs instead")
+        return False
+    if ops() is not None:
+        return True
+    path = library_path()
+    failed = path.with_suffix(".failed")
+    if failed.is_file():
+        return False  # reported when it failed; delete the .failed file to try again
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        log("fused LSTM kernel: no C++ compiler (g++) found; training uses Keras' slower loop")
+        return False
+    log(f"building the fused LSTM kernel with {compiler} (once for this machine, about 30 s)")
+    error = _build(compiler, path)
+    if error is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        failed.write_text(error)
+        log(f"fused LSTM kernel: the build failed (log: {failed}); training uses Keras' loop")
+        return False
+    return ops() is not None
+
+
+def _build(compiler: str, path: Path) -> str | None:
+    """Compile SOURCE into `path` (written under a temporary name, then renamed); the error
+    output of the last attempt if every flag set failed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    error = ""
+    for flags in FLAG_SETS:
+        command = [compiler, "-shared", "-fPIC", "-w", *flags, str(SOURCE), "-o", str(partial),
+                   *tf_flags]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0:
+            os.replace(partial, path)
+            return None
+        error = f"$ {' '.join(command)}\n{result.stderr[-4000:]}"
+    partial.unlink(missing_ok=True)
+    return error
+
+
+def usable(cell: Any, training: bool) -> bool:
+    """Whether the kernel computes exactly what this Keras LSTMCell would."""
+    from bilstm_cli.backend import keras
+
+    activations = keras.activations
+    return (
+        ops() is not None
+        and activations.serialize(cell.activation) == "tanh"
+        and activations.serialize(cell.recurrent_activation) == "sigmoid"
+        and cell.compute_dtype == "float32"
+        and not (training and cell.dropout)
+    )
+
+
+def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool):
+    """One LSTM direction over a right-padded batch: (outputs in Keras' order, last output).
+
+    `x_proj` is the inputs times the input kernel, without the bias. The gradient is the
+    kernel's backward op.
+    """
+    kernel_ops = ops()
+
+    @tf.custom_gradient
+    def run(x_proj, bias, recurrent_kernel, h0, c0):
+        outputs, last, h_prev, cells, gates = kernel_ops.bilstm_lstm(
+            x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse)
+
+        def gradient(d_outputs, d_last):
+            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+            d_last = tf.zeros_like(last) if d_last is None else d_last
+            d_x, d_bias, d_recurrent, d_h0, d_c0 = kernel_ops.bilstm_lstm_grad(
+                recurrent_kernel, c0, lengths, h_prev, cells, gates, d_outputs, d_last,
+                reverse=reverse)
+            return d_x, d_bias, d_recurrent, d_h0, d_c0
+
+        return (outputs, last), gradient
+
+    return run(x_proj, bias, recurrent_kernel, h0, c0)

@@ -1,0 +1,86 @@
+"""The fused CPU LSTM kernel: its build, its fallbacks, and training with it."""
+
+import numpy as np
+import pytest
+
+from bilstm_cli import fused_lstm
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty kernel cache and nothing loaded, as on a machine that never built the kernel."""
+    monkeypatch.setenv("BILSTM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fused_lstm, "_loaded", {})
+    fused_lstm.library_path.cache_clear()
+    yield tmp_path
+    fused_lstm.library_path.cache_clear()
+
+
+def test_a_failed_build_is_reported_once_and_not_retried(fresh_cache, monkeypatch):
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    messages: list[str] = []
+    assert fused_lstm.prepare(messages.append) is False
+    assert any("build failed" in m for m in messages), messages
+    assert fused_lstm.library_path().with_suffix(".failed").is_file()
+    assert fused_lstm.ops() is None
+
+    messages.clear()
+    assert fused_lstm.prepare(messages.append) is False
+    assert not any("building" in m for m in messages), "a failed build must not rerun each time"
+
+
+def test_the_environment_turns_the_kernel_off(fresh_cache, monkeypatch):
+    monkeypatch.setenv("BILSTM_FUSED_LSTM", "0")
+    messages: list[str] = []
+    assert fused_lstm.prepare(messages.append) is False
+    assert "BILSTM_FUSED_LSTM=0" in messages[0]
+    assert fused_lstm.ops() is None
+
+
+def test_the_kernel_rejects_lengths_outside_the_batch(fused_kernel):
+    if not fused_kernel:
+        pytest.skip("the fused LSTM kernel could not be built here")
+    from bilstm_cli.backend import tf
+
+    units, steps = 3, 4
+    zeros = tf.zeros([2, units])
+    for lengths in ([0, 2], [5, 1]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="1..steps"):
+            fused_lstm.ops().bilstm_lstm(
+                tf.zeros([2, steps, 4 * units]), tf.zeros([4 * units]),
+                tf.zeros([units, 4 * units]), zeros, zeros, tf.constant(lengths), reverse=False)
+
+
+def test_training_steps_with_and_without_the_kernel_agree(fused_kernel, monkeypatch):
+    """A whole model (two BiLSTM layers, max pooling) trained a few steps either way."""
+    if not fused_kernel:
+        pytest.skip("the fused LSTM kernel could not be built here")
+    from bilstm_cli.backend import keras
+    from bilstm_cli.config import ModelConfig
+    from bilstm_cli.model import build_model
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 12, size=24)
+    ids = np.zeros((24, 11), dtype=np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(1, 40, length)
+    labels = rng.integers(0, 2, size=(24, 1)).astype("float32")
+
+    def trained_weights():
+        keras.utils.set_random_seed(7)
+        model = build_model(ModelConfig(units=6, embedding_dim=5, layers=2, bidirectional=True,
+                                        pooling="max", dropout=0.0), 40, 2)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+        for _ in range(3):
+            model.train_on_batch(ids, labels)
+        return model.get_weights()
+
+    calls = []
+    lstm = fused_lstm.lstm
+    monkeypatch.setattr(fused_lstm, "lstm", lambda *a, **k: calls.append(k) or lstm(*a, **k))
+    with_kernel = trained_weights()
+    assert {call["reverse"] for call in calls} == {False, True}  # both directions traced
+    monkeypatch.setattr(fused_lstm, "usable", lambda cell, training: False)
+    without_kernel = trained_weights()
+    for ours, keras_loop in zip(with_kernel, without_kernel):
+        np.testing.assert_allclose(ours, keras_loop, atol=1e-5)
