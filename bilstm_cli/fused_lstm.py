@@ -132,26 +132,30 @@ def usable(cell: Any, training: bool) -> bool:
     )
 
 
-def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool):
+def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool, training: bool = True):
     """One LSTM direction over a right-padded batch: (outputs in Keras' order, last output).
 
     `x_proj` is the inputs times the input kernel, without the bias. The gradient is the
-    kernel's backward op.
+    kernel's backward op. Outside training the forward op keeps none of the state the backward
+    op needs (at 800 tokens and batch 256, about 300 MB a direction); a gradient asked for there
+    anyway (saliency, a custom loop) reruns the forward pass to get it.
     """
     kernel_ops = ops()
 
     @tf.custom_gradient
     def run(x_proj, bias, recurrent_kernel, h0, c0):
-        outputs, last, h_prev, cells, gates = kernel_ops.bilstm_lstm(
-            x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse)
+        outputs, last, *state = kernel_ops.bilstm_lstm(
+            x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse,
+            save_state=training)
 
         def gradient(d_outputs, d_last):
             d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
             d_last = tf.zeros_like(last) if d_last is None else d_last
-            d_x, d_bias, d_recurrent, d_h0, d_c0 = kernel_ops.bilstm_lstm_grad(
+            h_prev, cells, gates = state if training else kernel_ops.bilstm_lstm(
+                x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse)[2:]
+            return list(kernel_ops.bilstm_lstm_grad(
                 recurrent_kernel, c0, lengths, h_prev, cells, gates, d_outputs, d_last,
-                reverse=reverse)
-            return d_x, d_bias, d_recurrent, d_h0, d_c0
+                reverse=reverse))
 
         return (outputs, last), gradient
 

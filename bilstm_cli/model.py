@@ -57,7 +57,7 @@ class RightPaddedLSTM(layers.LSTM):
 
     def _unmasked_loop(self, sequences, initial_state, mask, lengths, training):
         if self.use_fused_kernel and fused_lstm.usable(self.cell, training):
-            return self._fused_loop(sequences, initial_state, lengths)
+            return self._fused_loop(sequences, initial_state, lengths, training)
         steps = ops.shape(sequences)[1]
         if self.go_backwards:
             reverse = _reversed_within_lengths(lengths, steps)
@@ -86,7 +86,7 @@ class RightPaddedLSTM(layers.LSTM):
         # Unused (return_state is off): the states after the padding, for the shape only.
         return last_output, outputs, states
 
-    def _fused_loop(self, sequences, initial_state, lengths):
+    def _fused_loop(self, sequences, initial_state, lengths, training):
         """The fused C++ kernel (fused_lstm.py): the same outputs and gradients, faster."""
         cell = self.cell
         x_proj = tf.einsum("btd,dg->btg", sequences, cell.kernel)
@@ -94,7 +94,7 @@ class RightPaddedLSTM(layers.LSTM):
         h0, c0 = initial_state
         outputs, last_output = fused_lstm.lstm(
             x_proj, tf.convert_to_tensor(bias), tf.convert_to_tensor(cell.recurrent_kernel),
-            h0, c0, lengths, reverse=self.go_backwards)
+            h0, c0, lengths, reverse=self.go_backwards, training=bool(training))
         if not self.return_sequences:
             outputs = ops.expand_dims(last_output, 1)
         # Unused (return_state is off): the initial states, for the shape only.

@@ -84,3 +84,36 @@ def test_training_steps_with_and_without_the_kernel_agree(fused_kernel, monkeypa
     without_kernel = trained_weights()
     for ours, keras_loop in zip(with_kernel, without_kernel):
         np.testing.assert_allclose(ours, keras_loop, atol=1e-5)
+
+
+def test_inference_keeps_no_state_and_its_gradient_reruns_the_forward_pass(fused_kernel):
+    if not fused_kernel:
+        pytest.skip("the fused LSTM kernel could not be built here")
+    from bilstm_cli.backend import keras, tf
+    from bilstm_cli.model import RightPaddedLSTM
+
+    rng = np.random.default_rng(2)
+    ids = np.zeros((5, 8), dtype=np.int32)
+    for row, length in enumerate([8, 3, 1, 6, 8]):
+        ids[row, :length] = rng.integers(1, 20, length)
+    embedding = keras.layers.Embedding(20, 4, mask_zero=True)
+    inputs, mask = embedding(ids), embedding.compute_mask(ids)
+    lstm = RightPaddedLSTM(3, return_sequences=True, go_backwards=True)
+
+    def outputs_and_gradients(training):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = lstm(inputs, mask=mask, training=training)
+            loss = tf.reduce_sum(outputs * tf.range(1.0, 4.0))
+        return outputs.numpy(), [g.numpy() for g in tape.gradient(loss, [inputs, *lstm.weights])]
+
+    train_outputs, train_gradients = outputs_and_gradients(True)
+    infer_outputs, infer_gradients = outputs_and_gradients(False)
+    np.testing.assert_array_equal(infer_outputs, train_outputs)
+    for inferred, trained in zip(infer_gradients, train_gradients):
+        np.testing.assert_allclose(inferred, trained, rtol=1e-6, atol=1e-7)
+
+    kept = fused_lstm.ops().bilstm_lstm(
+        tf.zeros([2, 5, 12]), tf.zeros([12]), tf.zeros([3, 12]), tf.zeros([2, 3]),
+        tf.zeros([2, 3]), tf.constant([5, 2]), reverse=False, save_state=False)
+    assert [t.shape[0] for t in kept[2:]] == [0, 0, 0]

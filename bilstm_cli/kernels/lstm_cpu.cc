@@ -57,6 +57,7 @@ REGISTER_OP("BilstmLstm")
     .Input("c0: float")
     .Input("lengths: int32")
     .Attr("reverse: bool")
+    .Attr("save_state: bool = true")
     .Output("outputs: float")
     .Output("last: float")
     .Output("h_prev: float")
@@ -68,7 +69,8 @@ REGISTER_OP("BilstmLstm")
           ctx->ReplaceDim(ctx->input(0), 2, ctx->Dim(ctx->input(2), 0), &per_step));
       ctx->set_output(0, per_step);
       ctx->set_output(1, ctx->input(3));
-      // The saved state for the backward op: time-major, rows longest first.
+      // The saved state for the backward op: time-major, rows longest first (empty when
+      // save_state is false: inference keeps no state).
       ctx->set_output(2, ctx->UnknownShapeOfRank(3));
       ctx->set_output(3, ctx->UnknownShapeOfRank(3));
       ctx->set_output(4, ctx->UnknownShapeOfRank(3));
@@ -181,6 +183,7 @@ class LstmOp : public OpKernel {
  public:
   explicit LstmOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("save_state", &save_state_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -202,9 +205,10 @@ class LstmOp : public OpKernel {
     Tensor *outputs, *last, *h_prev, *cells, *gates;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, U}), &outputs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, U}), &last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({T, B, U}), &h_prev));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({T, B, U}), &cells));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({T, B, G}), &gates));
+    const int64_t kept = save_state_ ? T : 0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({kept, B, U}), &h_prev));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({kept, B, U}), &cells));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({kept, B, G}), &gates));
     if (B == 0 || T == 0) return;
 
     const float* x = x_proj.flat<float>().data();
@@ -217,11 +221,12 @@ class LstmOp : public OpKernel {
     float* g_out = gates->flat<float>().data();
     const float* h0_data = h0.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
-    const bool reverse = reverse_;
+    const bool reverse = reverse_, save = save_state_;
 
     ForEachChunk(ctx, batch, [&](int64_t, int64_t first, int64_t end) {
       const int64_t rows = end - first;
       Matrix h(rows, U), c(rows, U), z(rows, G);
+      Matrix step_gates(save ? 0 : rows, G);  // the gates of one step, when none are kept
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t b = batch.order[first + r], n = batch.length[b];
         h.row(r) = ConstMatrixMap(h0_data + b * U, 1, U);
@@ -236,18 +241,18 @@ class LstmOp : public OpKernel {
         z.topRows(running).noalias() = h.topRows(running) * kernel;
         // The saved state of row r at step t: index t * B + first + r (time-major, sorted).
         const int64_t saved = t * B + first;
-        MatrixMap(h_prev_out + saved * U, running, U) = h.topRows(running);
+        if (save) MatrixMap(h_prev_out + saved * U, running, U) = h.topRows(running);
         for (int64_t r = 0; r < running; ++r) {
           const int64_t b = batch.order[first + r], n = batch.length[b];
           VectorMap zr(z.data() + r * G, G);
           zr += ConstVectorMap(x + (b * T + batch.Position(reverse, n, t)) * G, G) + b_vec;
-          VectorMap g(g_out + (saved + r) * G, G);
+          VectorMap g(save ? g_out + (saved + r) * G : step_gates.data() + r * G, G);
           g.head(2 * U) = zr.head(2 * U).logistic();
           g.segment(2 * U, U) = zr.segment(2 * U, U).tanh();
           g.tail(U) = zr.tail(U).logistic();
           VectorMap h_row(h.data() + r * U, U), c_row(c.data() + r * U, U);
           c_row = g.segment(U, U) * c_row + g.head(U) * g.segment(2 * U, U);
-          VectorMap(c_out + (saved + r) * U, U) = c_row;
+          if (save) VectorMap(c_out + (saved + r) * U, U) = c_row;
           h_row = g.tail(U) * c_row.tanh();
           VectorMap(out + (b * T + batch.OutputPosition(reverse, n, t)) * U, U) = h_row;
           if (t == n - 1) VectorMap(last_out + b * U, U) = h_row;
@@ -257,7 +262,7 @@ class LstmOp : public OpKernel {
   }
 
  private:
-  bool reverse_;
+  bool reverse_, save_state_;
 };
 
 class LstmGradOp : public OpKernel {
