@@ -57,3 +57,30 @@ def test_invalid_utf8_names_the_line_or_is_replaced():
     fd = _pipe_with(b"fine\nbad \xff\n")
     assert list(line_batches(fd, 10, errors="replace")) == [["fine", "bad \ufffd"]]
     os.close(fd)
+
+
+def test_batches_of_long_texts_hold_fewer_texts_and_results_keep_input_order(trained_run):
+    from bilstm_cli.predict import BATCH_TOKENS, Classifier
+
+    class RecordingEngine:
+        """Returns each text's first id as its probability, and records the batch shapes."""
+
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, int]] = []
+
+        def run(self, ids: np.ndarray) -> np.ndarray:
+            self.shapes.append(ids.shape)
+            return ids[:, :1].astype(np.float32) / 1000
+
+    engine = RecordingEngine()
+    classifier = Classifier(trained_run, engine)
+    rng = np.random.default_rng(0)
+    lengths = [int(n) for n in np.concatenate([
+        rng.integers(1, 50, size=300), rng.integers(300, 3 * BATCH_TOKENS // 256, size=300)])]
+    rng.shuffle(lengths)
+    ids = [np.full(n, i + 1, dtype=np.int32) for i, n in enumerate(lengths)]
+    probabilities = classifier.predict_ids(ids, batch_size=256)
+    np.testing.assert_allclose(probabilities[:, 1], [(i + 1) / 1000 for i in range(600)],
+                               rtol=1e-6)
+    assert all(rows * steps <= BATCH_TOKENS for rows, steps in engine.shapes)
+    assert max(rows for rows, _ in engine.shapes) == 256  # short texts still fill a batch
