@@ -2,7 +2,8 @@
 
 Keras runs an LSTM on a CPU as a graph loop of small ops; on this tool's models their overhead
 and the memory passes between them cost as much as the arithmetic. The kernel does a whole
-direction (forward and backward pass) in two ops, about 1.4x faster per training step.
+direction in two ops (forward pass, backward pass): a BiLSTM training step runs about 1.6x faster
+than through Keras' loop (unmasked), 1.8x than Keras' masked LSTM (benchmarks/lstm_step.py).
 
 It is C++ against TensorFlow's headers, so it is compiled here, with the machine's C++ compiler,
 the first time `bilstm train` runs (about 30 s), into a cache folder keyed by the source, the
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bilstm_cli.backend import tf
+from bilstm_cli.data import download
 
 SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
 # Tried in order. -march=native: the machine's vector units (the library is built where it
@@ -42,9 +44,9 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("BILSTM_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    base = Path(root) if root else Path.home() / ".cache"
-    return (base if os.environ.get("BILSTM_CACHE_DIR") else base / "bilstm") / "kernels"
+    """Where built kernels are kept: $BILSTM_CACHE_DIR, else the data sets' cache folder."""
+    override = os.environ.get("BILSTM_CACHE_DIR")
+    return (Path(override).expanduser() if override else download.cache_dir()) / "kernels"
 
 
 def _cpu_id() -> str:
