@@ -29,6 +29,10 @@ class RightPaddedLSTM(layers.LSTM):
     length, as the cuDNN kernel does. Outputs at padded steps are zeroed (as cuDNN leaves them)
     and the last output is taken at each text's length: the same numbers as the masked loop.
 
+    That unmasked loop is the fused C++ kernel (fused_lstm.py: one op per direction for the
+    forward pass, one for the backward pass) where it is built and computes exactly what the
+    cell would (tanh/sigmoid, float32, no input dropout in training); else Keras' own loop.
+
     Same weights and config as `keras.layers.LSTM`. Keras' own path is kept on a GPU (cuDNN),
     and for anything else: a mask that is not right padding or masks a whole text, recurrent
     dropout, unroll, stateful, or return_state (the unmasked loop's final states would include
