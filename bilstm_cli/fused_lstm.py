@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bilstm_cli.backend import tf
+from bilstm_cli.backend import keras, tf
 from bilstm_cli.data import download
 
 SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
@@ -122,8 +122,6 @@ def _build(compiler: str, path: Path) -> str | None:
 
 def usable(cell: Any, training: bool) -> bool:
     """Whether the kernel computes exactly what this Keras LSTMCell would."""
-    from bilstm_cli.backend import keras
-
     activations = keras.activations
     return (
         ops() is not None

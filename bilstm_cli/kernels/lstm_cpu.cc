@@ -143,13 +143,19 @@ tensorflow::Status ReadBatch(const Tensor& lengths, int64_t batch, int64_t steps
   return absl::OkStatus();
 }
 
-// Runs work(chunk, first, last) over [0, batch) split into one chunk per thread of the op's
-// pool, balanced by the number of steps (rows are sorted, so chunks are contiguous in `order`).
-// Returns the number of chunks.
+// One chunk of rows per thread of the op's pool, at most one per row.
+int64_t MaxChunks(OpKernelContext* ctx, const Batch& batch) {
+  const int num_threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+  return std::min<int64_t>(std::max(1, num_threads), batch.batch);
+}
+
+// Runs work(chunk, first, last) over [0, batch) split into MaxChunks chunks, balanced by the
+// number of steps (rows are sorted, so chunks are contiguous in `order`). Returns the number of
+// chunks used.
 template <typename Work>
 int64_t ForEachChunk(OpKernelContext* ctx, const Batch& batch, Work work) {
   const auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
-  const int64_t chunks = std::min<int64_t>(std::max(1, pool->num_threads), batch.batch);
+  const int64_t chunks = MaxChunks(ctx, batch);
   int64_t total = 0;
   for (int64_t n : batch.length) total += n;
   std::vector<int64_t> bounds = {0};
@@ -308,8 +314,7 @@ class LstmGradOp : public OpKernel {
     float* d_c0_data = d_c0->flat<float>().data();
     const bool reverse = reverse_;
     // Each chunk sums its own part of the weight gradients; they are added up at the end.
-    const int64_t max_chunks = std::min<int64_t>(
-        std::max(1, ctx->device()->tensorflow_cpu_worker_threads()->num_threads), B);
+    const int64_t max_chunks = MaxChunks(ctx, batch);
     std::vector<Vector> bias_parts(max_chunks, Vector::Zero(G));
     std::vector<Matrix> recurrent_parts(max_chunks, Matrix::Zero(U, G));
 
