@@ -1,11 +1,14 @@
-"""One BiLSTM training step, four ways, alternated in one process: where the time goes.
+"""One BiLSTM training step, five ways, alternated in one process: where the time goes.
 
     python benchmarks/lstm_step.py [--length 200] [--batch 128] [--steps 12]
 
   keras masked:    keras.layers.LSTM with the embedding's padding mask (Keras' generic loop
                    applies the mask inside every step)
-  right-padded:    bilstm's model.RightPaddedLSTM, same mask and the same outputs, with the
-                   fused C++ kernel (fused_lstm.py; built here if this machine has not yet)
+  right-padded:    bilstm's model: TokenEmbedding and RightPaddedLSTM, same mask and the same
+                   outputs, with the fused C++ kernel (fused_lstm.py; built here if this
+                   machine has not yet), which multiplies the embedding table by the input
+                   kernel when the batch has more tokens than the table has rows
+  ... no lookup:   the same with Keras' Embedding: the kernel multiplies every token instead
   ... Keras loop:  the same layer without the kernel: Keras' loop run unmasked (no per-step
                    masking: the backward direction is reversed within each text's length)
   keras unmasked:  keras.layers.LSTM without a mask, as the reference script runs it (wrong for
@@ -38,7 +41,7 @@ def main() -> None:
 
     configure_threads(bidirectional=True)
     from bilstm_cli import fused_lstm
-    from bilstm_cli.model import MaskedGlobalMaxPooling1D, RightPaddedLSTM
+    from bilstm_cli.model import MaskedGlobalMaxPooling1D, RightPaddedLSTM, TokenEmbedding
 
     if not fused_lstm.prepare(lambda message: print(message, file=sys.stderr)):
         print("the fused kernel is not available: 'right-padded' runs Keras' loop too",
@@ -49,9 +52,9 @@ def main() -> None:
     class KerasLoopLSTM(RightPaddedLSTM):
         use_fused_kernel = False
 
-    def build(lstm_class: type, mask: bool) -> keras.Model:
+    def build(lstm_class: type, mask: bool, embedding: type = layers.Embedding) -> keras.Model:
         ids = keras.Input((None,), dtype="int32")
-        x = layers.Embedding(10_000, 128, mask_zero=mask)(ids)
+        x = embedding(10_000, 128, mask_zero=mask)(ids)
         x = layers.Bidirectional(lstm_class(64, return_sequences=True))(x)
         x = MaskedGlobalMaxPooling1D()(x)
         outputs = layers.Dense(1, activation="sigmoid")(x)
@@ -69,7 +72,8 @@ def main() -> None:
 
     models = {
         "keras masked": build(layers.LSTM, mask=True),
-        "right-padded (bilstm)": build(RightPaddedLSTM, mask=True),
+        "right-padded (bilstm)": build(RightPaddedLSTM, mask=True, embedding=TokenEmbedding),
+        "right-padded, no lookup": build(RightPaddedLSTM, mask=True),
         "right-padded, Keras loop": build(KerasLoopLSTM, mask=True),
         "keras unmasked": build(layers.LSTM, mask=False),
     }

@@ -83,7 +83,7 @@ def spec_from_keras(model: Any) -> ModelSpec:
         kind = type(layer).__name__
         if kind in _SKIPPED_LAYERS:
             continue
-        if kind == "Embedding":
+        if kind in ("Embedding", "TokenEmbedding"):  # the latter: model.py's, same weights
             if not layer.mask_zero:
                 raise UserError("ONNX export needs the embedding's padding mask (mask_zero)")
             spec = ModelSpec(embedding=np.asarray(layer.get_weights()[0], dtype=np.float32))

@@ -143,7 +143,7 @@ def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool, trainin
     kernel_ops = ops()
 
     @tf.custom_gradient
-    def run(x_proj, bias, recurrent_kernel, h0, c0):
+    def run(x_proj, bias, recurrent_kernel, h0, c0, lengths):
         outputs, last, *state = kernel_ops.bilstm_lstm(
             x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse,
             save_state=training)
@@ -153,10 +153,32 @@ def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool, trainin
             d_last = tf.zeros_like(last) if d_last is None else d_last
             h_prev, cells, gates = state if training else kernel_ops.bilstm_lstm(
                 x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse)[2:]
-            return list(kernel_ops.bilstm_lstm_grad(
+            return [*kernel_ops.bilstm_lstm_grad(
                 recurrent_kernel, c0, lengths, h_prev, cells, gates, d_outputs, d_last,
-                reverse=reverse))
+                reverse=reverse), None]
 
         return (outputs, last), gradient
 
-    return run(x_proj, bias, recurrent_kernel, h0, c0)
+    # lengths is an argument, not a closure, for the same reason as in gather_rows.
+    return run(x_proj, bias, recurrent_kernel, h0, c0, lengths)
+
+
+def gather_rows(table, ids):
+    """`table[ids]` whose gradient is a dense table summed by the kernel's scatter op.
+
+    TensorFlow's gather gradient is IndexedSlices (one row per id); the optimizer (and clipnorm,
+    again) turns it into a dense table with a single-threaded segment sum that cost more than
+    the lookup saved.
+    """
+    kernel_ops = ops()
+
+    # ids is an argument, not a closure: inside nested tf.cond branches the gradient has to use
+    # the branch's own capture of it.
+    @tf.custom_gradient
+    def run(table, ids):
+        def gradient(upstream):
+            return kernel_ops.bilstm_scatter_add_rows(upstream, ids, tf.shape(table)[0]), None
+
+        return tf.gather(table, ids), gradient
+
+    return run(table, ids)

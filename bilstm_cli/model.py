@@ -18,6 +18,27 @@ from bilstm_cli.config import ModelConfig
 layers, ops = keras.layers, keras.ops
 
 
+# The attribute by which a TokenEmbedding's output tells the LSTM reading it what it looked up
+# (as Keras itself attaches a layer's mask to its output tensor).
+LOOKUP_ATTRIBUTE = "_bilstm_lookup"
+
+
+@keras.saving.register_keras_serializable(package="bilstm")
+class TokenEmbedding(layers.Embedding):
+    """Keras' Embedding (same weights and config) whose output carries its table and ids.
+
+    The first LSTM multiplies every token's embedding by its input kernel; when it knows the
+    table and the ids it can multiply the table once instead (RightPaddedLSTM._fused_loop).
+    """
+
+    def call(self, inputs):
+        outputs = super().call(inputs)
+        if self.compute_dtype == "float32" and not self.quantization_mode:
+            setattr(outputs, LOOKUP_ATTRIBUTE,
+                    (tf.convert_to_tensor(self.embeddings), ops.cast(inputs, "int32")))
+        return outputs
+
+
 @keras.saving.register_keras_serializable(package="bilstm")
 class RightPaddedLSTM(layers.LSTM):
     """A Keras LSTM that runs right-padded batches on a CPU without masking every step.
@@ -53,15 +74,49 @@ class RightPaddedLSTM(layers.LSTM):
         right_padded = ops.all(ops.equal(
             ops.cast(mask, "bool"), tf.sequence_mask(lengths, ops.shape(mask)[1])))
         usable = ops.logical_and(right_padded, ops.all(lengths > 0))
+        lookup = getattr(sequences, LOOKUP_ATTRIBUTE, None)
+        if lookup is not None and self.use_fused_kernel and fused_lstm.usable(self.cell, training):
+            return self._lookup_loop(lookup, initial_state, mask, lengths, usable, training)
         return tf.cond(
             usable,
             lambda: self._unmasked_loop(sequences, initial_state, mask, lengths, training),
             lambda: keras_loop(sequences, initial_state, mask=mask, training=training),
         )
 
+    def _lookup_loop(self, lookup, initial_state, mask, lengths, usable, training):
+        """The fused kernel reading a TokenEmbedding's table and ids instead of its output.
+
+        A batch with more tokens than the table has rows multiplies the table by the input
+        kernel and looks the products up: the same numbers for fewer multiply-adds (V rows
+        instead of B x T, in the forward pass and in both gradients). Every branch reads the
+        embeddings through `gather_rows`, so the embedding's gradient is one dense table, never
+        IndexedSlices for the optimizer (and clipnorm) to sum again. One switch_case, not nested
+        conds: TensorFlow cannot differentiate a custom gradient inside nested conds.
+        """
+        embeddings, ids = lookup
+        kernel = tf.convert_to_tensor(self.cell.kernel)
+
+        def keras_branch():
+            return super(RightPaddedLSTM, self).inner_loop(
+                fused_lstm.gather_rows(embeddings, ids), initial_state, mask=mask,
+                training=training)
+
+        def token_branch():
+            x_proj = tf.einsum("btd,dg->btg", fused_lstm.gather_rows(embeddings, ids), kernel)
+            return self._fused_loop(x_proj, initial_state, lengths, training)
+
+        def table_branch():
+            x_proj = fused_lstm.gather_rows(tf.matmul(embeddings, kernel), ids)
+            return self._fused_loop(x_proj, initial_state, lengths, training)
+
+        more_tokens = tf.size(ids) > tf.shape(embeddings)[0]
+        branch = tf.where(usable, tf.where(more_tokens, 2, 1), 0)
+        return tf.switch_case(branch, [keras_branch, token_branch, table_branch])
+
     def _unmasked_loop(self, sequences, initial_state, mask, lengths, training):
         if self.use_fused_kernel and fused_lstm.usable(self.cell, training):
-            return self._fused_loop(sequences, initial_state, lengths, training)
+            x_proj = tf.einsum("btd,dg->btg", sequences, self.cell.kernel)
+            return self._fused_loop(x_proj, initial_state, lengths, training)
         steps = ops.shape(sequences)[1]
         if self.go_backwards:
             reverse = _reversed_within_lengths(lengths, steps)
@@ -90,10 +145,12 @@ class RightPaddedLSTM(layers.LSTM):
         # Unused (return_state is off): the states after the padding, for the shape only.
         return last_output, outputs, states
 
-    def _fused_loop(self, sequences, initial_state, lengths, training):
-        """The fused C++ kernel (fused_lstm.py): the same outputs and gradients, faster."""
+    def _fused_loop(self, x_proj, initial_state, lengths, training):
+        """The fused C++ kernel (fused_lstm.py): the same outputs and gradients, faster.
+
+        `x_proj` is the inputs times the input kernel, without the bias.
+        """
         cell = self.cell
-        x_proj = tf.einsum("btd,dg->btg", sequences, cell.kernel)
         bias = cell.bias if cell.use_bias else tf.zeros([4 * self.units])
         h0, c0 = initial_state
         outputs, last_output = fused_lstm.lstm(
@@ -149,7 +206,7 @@ class MaskedGlobalMaxPooling1D(layers.Layer):
 
 def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> keras.Model:
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    x = layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(ids)
+    x = TokenEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(ids)
     if config.embedding_dropout:
         # Drops whole embedding channels for a text (all its time steps alike); keeps the mask.
         x = layers.SpatialDropout1D(config.embedding_dropout, name="embedding_dropout")(x)

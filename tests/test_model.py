@@ -103,3 +103,79 @@ def test_right_padded_lstm_falls_back_to_keras_for_other_masks(monkeypatch, fuse
     ids = np.array([[4, 0, 9, 3, 0], [5, 6, 0, 0, 0]], dtype=np.int32)
     inputs, mask, keras_lstm, ours = keras_lstm_and_ours(ids, 4, go_backwards=True)
     np.testing.assert_allclose(ours(inputs, mask=mask), keras_lstm(inputs, mask=mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize(("vocabulary", "branch"), [
+    (12, "table"),  # more tokens in the batch than rows in the table
+    (400, "tokens"),
+    (12, "keras"),  # a gap in the mask: Keras' own loop
+])
+def test_lstm_reading_a_token_embedding_matches_keras(go_backwards, vocabulary, branch,
+                                                      monkeypatch, fused_kernel):
+    """TokenEmbedding + RightPaddedLSTM: Keras' numbers, and one dense embedding gradient."""
+    from bilstm_cli import fused_lstm
+    from bilstm_cli.backend import keras, tf
+    from bilstm_cli.model import RightPaddedLSTM, TokenEmbedding
+
+    if not fused_kernel:
+        pytest.skip("the fused LSTM kernel could not be built here (no C++ compiler?)")
+    gathered = []
+    gather_rows = fused_lstm.gather_rows
+
+    def recording_gather_rows(table, ids):
+        gathered.append(table.shape[1])
+        return gather_rows(table, ids)
+
+    monkeypatch.setattr(fused_lstm, "gather_rows", recording_gather_rows)
+    rng = np.random.default_rng(1)
+    lengths = [6, 1, 4, 6, 2, 5, 3]
+    ids = np.zeros((len(lengths), 6), dtype=np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(1, vocabulary, length)
+    if branch == "keras":
+        ids[0, 2] = 0
+    ids = tf.constant(ids)
+    units, dim = 3, 5
+
+    def outputs_and_gradients(embedding, lstm):
+        with tf.GradientTape() as tape:
+            outputs = lstm(embedding(ids), training=True)
+            if go_backwards:
+                outputs = outputs[:, ::-1]
+            loss = tf.reduce_sum(outputs * tf.cast(ids > 0, "float32")[..., None]
+                                 * tf.range(1.0, units + 1))
+        weights = embedding.weights + lstm.weights
+        return outputs.numpy(), tape.gradient(loss, weights)
+
+    reference = (keras.layers.Embedding(vocabulary, dim, mask_zero=True),
+                 keras.layers.LSTM(units, return_sequences=True, go_backwards=go_backwards))
+    ours = (TokenEmbedding(vocabulary, dim, mask_zero=True),
+            RightPaddedLSTM(units, return_sequences=True, go_backwards=go_backwards))
+    for layer, twin in zip(reference, ours):
+        layer.build((None, 6) if layer is reference[0] else (None, 6, dim))
+        twin.build((None, 6) if twin is ours[0] else (None, 6, dim))
+        twin.set_weights(layer.get_weights())
+    expected, expected_gradients = outputs_and_gradients(*reference)
+    actual, gradients = outputs_and_gradients(*ours)
+    keep = (ids.numpy() > 0)[..., None]
+    np.testing.assert_allclose(actual * keep, expected * keep, atol=1e-6)
+    assert isinstance(gradients[0], tf.Tensor)  # dense, not IndexedSlices
+    for gradient, expected_gradient in zip(gradients, expected_gradients):
+        np.testing.assert_allclose(gradient, tf.convert_to_tensor(expected_gradient),
+                                   rtol=1e-5, atol=1e-5)
+    # What gather_rows looked up: the projected table (4 x units wide) or the embeddings.
+    assert gathered == {"table": [4 * units], "tokens": [dim], "keras": [dim]}[branch]
+
+
+def test_scatter_add_rows_rejects_an_index_outside_the_table(fused_kernel):
+    from bilstm_cli import fused_lstm
+    from bilstm_cli.backend import tf
+
+    if not fused_kernel:
+        pytest.skip("the fused LSTM kernel could not be built here (no C++ compiler?)")
+    values = tf.ones([2, 3, 4])
+    sums = fused_lstm.ops().bilstm_scatter_add_rows(values, tf.constant([[0, 1, 1], [4, 1, 0]]), 5)
+    np.testing.assert_array_equal(sums[:, 0], [2, 3, 0, 0, 1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not in"):
+        fused_lstm.ops().bilstm_scatter_add_rows(values, tf.constant([[0, 1, 5], [0, 0, 0]]), 5)

@@ -104,6 +104,20 @@ REGISTER_OP("BilstmLstmGrad")
       return absl::OkStatus();
     });
 
+REGISTER_OP("BilstmScatterAddRows")
+    .Input("values: float")
+    .Input("indices: int32")
+    .Input("num_rows: int32")
+    .Output("sums: float")
+    .SetShapeFn([](InferenceContext* ctx) {
+      // values [..., C], indices [...]: sums [num_rows, C], row r the sum of the values whose
+      // index is r.
+      tensorflow::shape_inference::DimensionHandle rows;
+      TF_RETURN_IF_ERROR(ctx->MakeDimForScalarInput(2, &rows));
+      ctx->set_output(0, ctx->Matrix(rows, ctx->Dim(ctx->input(0), -1)));
+      return absl::OkStatus();
+    });
+
 namespace {
 
 // The shapes and the row order shared by both ops.
@@ -374,8 +388,63 @@ class LstmGradOp : public OpKernel {
   bool reverse_;
 };
 
+// The gradient of a row lookup (table[indices]) as a dense table. TensorFlow's gather gradient
+// is IndexedSlices, which the optimizer makes dense with a single-threaded segment sum that
+// took 9 ms a step for a batch of 25,600 tokens; here the columns are split between the op's
+// threads, so no two threads ever add into the same place.
+class ScatterAddRowsOp : public OpKernel {
+ public:
+  explicit ScatterAddRowsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& values = ctx->input(0);
+    const Tensor& indices = ctx->input(1);
+    OP_REQUIRES(ctx, values.dims() >= 1 && values.dims() == indices.dims() + 1,
+                tensorflow::errors::InvalidArgument("values must be indices' shape plus one"));
+    for (int d = 0; d < indices.dims(); ++d) {
+      OP_REQUIRES(ctx, values.dim_size(d) == indices.dim_size(d),
+                  tensorflow::errors::InvalidArgument("values must be indices' shape plus one"));
+    }
+    const int64_t rows = ctx->input(2).scalar<int32_t>()();
+    const int64_t columns = values.dim_size(values.dims() - 1);
+    const int64_t count = indices.NumElements();
+    const int32_t* index = indices.flat<int32_t>().data();
+    for (int64_t k = 0; k < count; ++k) {
+      OP_REQUIRES(ctx, index[k] >= 0 && index[k] < rows,
+                  tensorflow::errors::InvalidArgument("index ", index[k], " is not in [0, ",
+                                                      rows, ")"));
+    }
+    Tensor* sums;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, columns}), &sums));
+    float* out = sums->flat<float>().data();
+    const float* in = values.flat<float>().data();
+    std::fill(out, out + rows * columns, 0.0f);
+    const auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    // Column blocks of at least 16 floats (one AVX-512 register), one per thread.
+    const int64_t blocks = std::max<int64_t>(
+        1, std::min<int64_t>(pool->num_threads, columns / 16));
+    const auto add = [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t first = columns * block / blocks, last = columns * (block + 1) / blocks;
+        for (int64_t k = 0; k < count; ++k) {
+          float* target = out + index[k] * columns;
+          const float* source = in + k * columns;
+          for (int64_t c = first; c < last; ++c) target[c] += source[c];
+        }
+      }
+    };
+    if (blocks == 1) {
+      add(0, 1);
+    } else {
+      pool->workers->ParallelFor(blocks, 1'000'000'000, add);
+    }
+  }
+};
+
 REGISTER_KERNEL_BUILDER(Name("BilstmLstm").Device(tensorflow::DEVICE_CPU), LstmOp);
 REGISTER_KERNEL_BUILDER(Name("BilstmLstmGrad").Device(tensorflow::DEVICE_CPU), LstmGradOp);
+REGISTER_KERNEL_BUILDER(Name("BilstmScatterAddRows").Device(tensorflow::DEVICE_CPU),
+                        ScatterAddRowsOp);
 
 }  // namespace
 }  // namespace bilstm
