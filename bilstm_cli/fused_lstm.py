@@ -132,35 +132,45 @@ def usable(cell: Any, training: bool) -> bool:
     )
 
 
-def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool, training: bool = True):
+def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool, training: bool = True,
+         ids=None):
     """One LSTM direction over a right-padded batch: (outputs in Keras' order, last output).
 
-    `x_proj` is the inputs times the input kernel, without the bias. The gradient is the
-    kernel's backward op. Outside training the forward op keeps none of the state the backward
-    op needs (at 800 tokens and batch 256, about 300 MB a direction); a gradient asked for there
-    anyway (saliency, a custom loop) reruns the forward pass to get it.
+    `x_proj` is the inputs times the input kernel, without the bias: [B, T, 4U], or with `ids`
+    ([B, T]) a table [V, 4U] whose rows the steps read, so it is never copied out per token.
+    The gradient is the kernel's backward op (for a table, summed into its rows by the scatter
+    op). Outside training the forward op keeps none of the state the backward op needs (at 800
+    tokens and batch 256, about 300 MB a direction); a gradient asked for there anyway
+    (saliency, a custom loop) reruns the forward pass to get it.
     """
     kernel_ops = ops()
+    lookup = ids is not None
 
+    # lengths and ids are arguments, not closures: inside tf.cond or tf.switch_case branches
+    # the gradient has to use the branch's own captures of them.
     @tf.custom_gradient
-    def run(x_proj, bias, recurrent_kernel, h0, c0, lengths):
-        outputs, last, *state = kernel_ops.bilstm_lstm(
-            x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse,
-            save_state=training)
+    def run(x_proj, bias, recurrent_kernel, h0, c0, lengths, ids):
+        def forward(save_state):
+            return kernel_ops.bilstm_lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, ids,
+                                          reverse=reverse, save_state=save_state, lookup=lookup)
+
+        outputs, last, *state = forward(save_state=training)
 
         def gradient(d_outputs, d_last):
             d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
             d_last = tf.zeros_like(last) if d_last is None else d_last
-            h_prev, cells, gates = state if training else kernel_ops.bilstm_lstm(
-                x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse=reverse)[2:]
-            return [*kernel_ops.bilstm_lstm_grad(
+            h_prev, cells, gates = state if training else forward(save_state=True)[2:]
+            d_x_proj, *rest = kernel_ops.bilstm_lstm_grad(
                 recurrent_kernel, c0, lengths, h_prev, cells, gates, d_outputs, d_last,
-                reverse=reverse), None]
+                reverse=reverse)
+            if lookup:
+                d_x_proj = kernel_ops.bilstm_scatter_add_rows(d_x_proj, ids, tf.shape(x_proj)[0])
+            return [d_x_proj, *rest, None, None]
 
         return (outputs, last), gradient
 
-    # lengths is an argument, not a closure, for the same reason as in gather_rows.
-    return run(x_proj, bias, recurrent_kernel, h0, c0, lengths)
+    return run(x_proj, bias, recurrent_kernel, h0, c0, lengths,
+               ids if lookup else tf.zeros([0, 0], tf.int32))
 
 
 def gather_rows(table, ids):
@@ -172,8 +182,7 @@ def gather_rows(table, ids):
     """
     kernel_ops = ops()
 
-    # ids is an argument, not a closure: inside nested tf.cond branches the gradient has to use
-    # the branch's own capture of it.
+    # ids is an argument, not a closure, as in lstm().
     @tf.custom_gradient
     def run(table, ids):
         def gradient(upstream):

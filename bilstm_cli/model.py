@@ -106,8 +106,8 @@ class RightPaddedLSTM(layers.LSTM):
             return self._fused_loop(x_proj, initial_state, lengths, training)
 
         def table_branch():
-            x_proj = fused_lstm.gather_rows(tf.matmul(embeddings, kernel), ids)
-            return self._fused_loop(x_proj, initial_state, lengths, training)
+            table = tf.matmul(embeddings, kernel)
+            return self._fused_loop(table, initial_state, lengths, training, ids=ids)
 
         more_tokens = tf.size(ids) > tf.shape(embeddings)[0]
         branch = tf.where(usable, tf.where(more_tokens, 2, 1), 0)
@@ -145,17 +145,18 @@ class RightPaddedLSTM(layers.LSTM):
         # Unused (return_state is off): the states after the padding, for the shape only.
         return last_output, outputs, states
 
-    def _fused_loop(self, x_proj, initial_state, lengths, training):
+    def _fused_loop(self, x_proj, initial_state, lengths, training, ids=None):
         """The fused C++ kernel (fused_lstm.py): the same outputs and gradients, faster.
 
-        `x_proj` is the inputs times the input kernel, without the bias.
+        `x_proj` is the inputs times the input kernel, without the bias; with `ids`, the
+        embedding table times the input kernel, whose rows the kernel looks up itself.
         """
         cell = self.cell
         bias = cell.bias if cell.use_bias else tf.zeros([4 * self.units])
         h0, c0 = initial_state
         outputs, last_output = fused_lstm.lstm(
             x_proj, tf.convert_to_tensor(bias), tf.convert_to_tensor(cell.recurrent_kernel),
-            h0, c0, lengths, reverse=self.go_backwards, training=bool(training))
+            h0, c0, lengths, reverse=self.go_backwards, training=bool(training), ids=ids)
         if not self.return_sequences:
             outputs = ops.expand_dims(last_output, 1)
         # Unused (return_state is off): the initial states, for the shape only.

@@ -43,12 +43,19 @@ def test_the_kernel_rejects_lengths_outside_the_batch(fused_kernel):
     from bilstm_cli.backend import tf
 
     units, steps = 3, 4
-    zeros = tf.zeros([2, units])
+    zeros, no_ids = tf.zeros([2, units]), tf.zeros([0, 0], tf.int32)
     for lengths in ([0, 2], [5, 1]):
         with pytest.raises(tf.errors.InvalidArgumentError, match="1..steps"):
             fused_lstm.ops().bilstm_lstm(
                 tf.zeros([2, steps, 4 * units]), tf.zeros([4 * units]),
-                tf.zeros([units, 4 * units]), zeros, zeros, tf.constant(lengths), reverse=False)
+                tf.zeros([units, 4 * units]), zeros, zeros, tf.constant(lengths), no_ids,
+                reverse=False)
+    # A lookup's ids must be rows of the table.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not in"):
+        fused_lstm.ops().bilstm_lstm(
+            tf.zeros([6, 4 * units]), tf.zeros([4 * units]), tf.zeros([units, 4 * units]),
+            zeros, zeros, tf.constant([4, 4]), tf.constant([[1, 2, 3, 4], [5, 6, 0, 0]]),
+            reverse=False, lookup=True)
 
 
 def test_training_steps_with_and_without_the_kernel_agree(fused_kernel, monkeypatch):
@@ -117,5 +124,6 @@ def test_inference_keeps_no_state_and_its_gradient_reruns_the_forward_pass(fused
 
     kept = fused_lstm.ops().bilstm_lstm(
         tf.zeros([2, 5, 12]), tf.zeros([12]), tf.zeros([3, 12]), tf.zeros([2, 3]),
-        tf.zeros([2, 3]), tf.constant([5, 2]), reverse=False, save_state=False)
+        tf.zeros([2, 3]), tf.constant([5, 2]), tf.zeros([0, 0], tf.int32), reverse=False,
+        save_state=False)
     assert [t.shape[0] for t in kept[2:]] == [0, 0, 0]

@@ -120,14 +120,19 @@ def test_lstm_reading_a_token_embedding_matches_keras(go_backwards, vocabulary, 
 
     if not fused_kernel:
         pytest.skip("the fused LSTM kernel could not be built here (no C++ compiler?)")
-    gathered = []
-    gather_rows = fused_lstm.gather_rows
+    calls = []
+    gather_rows, lstm = fused_lstm.gather_rows, fused_lstm.lstm
 
     def recording_gather_rows(table, ids):
-        gathered.append(table.shape[1])
+        calls.append("embeddings looked up")
         return gather_rows(table, ids)
 
+    def recording_lstm(*args, **kwargs):
+        calls.append("kernel reads the table" if kwargs["ids"] is not None else "kernel")
+        return lstm(*args, **kwargs)
+
     monkeypatch.setattr(fused_lstm, "gather_rows", recording_gather_rows)
+    monkeypatch.setattr(fused_lstm, "lstm", recording_lstm)
     rng = np.random.default_rng(1)
     lengths = [6, 1, 4, 6, 2, 5, 3]
     ids = np.zeros((len(lengths), 6), dtype=np.int32)
@@ -164,8 +169,11 @@ def test_lstm_reading_a_token_embedding_matches_keras(go_backwards, vocabulary, 
     for gradient, expected_gradient in zip(gradients, expected_gradients):
         np.testing.assert_allclose(gradient, tf.convert_to_tensor(expected_gradient),
                                    rtol=1e-5, atol=1e-5)
-    # What gather_rows looked up: the projected table (4 x units wide) or the embeddings.
-    assert gathered == {"table": [4 * units], "tokens": [dim], "keras": [dim]}[branch]
+    assert calls == {
+        "table": ["kernel reads the table"],
+        "tokens": ["embeddings looked up", "kernel"],
+        "keras": ["embeddings looked up"],
+    }[branch]
 
 
 def test_scatter_add_rows_rejects_an_index_outside_the_table(fused_kernel):

@@ -10,6 +10,8 @@
 // Layout, as Keras' LSTM with a right-padding mask sees it:
 //   x_proj   [B, T, 4U]  the inputs times the input kernel (no bias), gates in Keras' order
 //                        i, f, c, o
+//            or, with lookup, [V, 4U]: the embedding table times the input kernel, and
+//   ids      [B, T]      which of its rows each step reads (lookup only; else empty)
 //   lengths  [B]         each text's number of real steps (1..T); later steps are padding
 //   reverse              false: read each text forward; true: read it from its last real step
 //                        back to its first (Keras' go_backwards with a mask)
@@ -56,17 +58,26 @@ REGISTER_OP("BilstmLstm")
     .Input("h0: float")
     .Input("c0: float")
     .Input("lengths: int32")
+    .Input("ids: int32")
     .Attr("reverse: bool")
     .Attr("save_state: bool = true")
+    .Attr("lookup: bool = false")
     .Output("outputs: float")
     .Output("last: float")
     .Output("h_prev: float")
     .Output("cells: float")
     .Output("gates: float")
     .SetShapeFn([](InferenceContext* ctx) {
+      bool lookup;
+      TF_RETURN_IF_ERROR(ctx->GetAttr("lookup", &lookup));
       ShapeHandle per_step;
-      TF_RETURN_IF_ERROR(
-          ctx->ReplaceDim(ctx->input(0), 2, ctx->Dim(ctx->input(2), 0), &per_step));
+      if (lookup) {
+        TF_RETURN_IF_ERROR(ctx->Concatenate(ctx->input(6), ctx->Vector(ctx->Dim(ctx->input(2), 0)),
+                                            &per_step));
+      } else {
+        TF_RETURN_IF_ERROR(
+            ctx->ReplaceDim(ctx->input(0), 2, ctx->Dim(ctx->input(2), 0), &per_step));
+      }
       ctx->set_output(0, per_step);
       ctx->set_output(1, ctx->input(3));
       // The saved state for the backward op: time-major, rows longest first (empty when
@@ -204,6 +215,7 @@ class LstmOp : public OpKernel {
   explicit LstmOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("save_state", &save_state_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("lookup", &lookup_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -212,15 +224,29 @@ class LstmOp : public OpKernel {
     const Tensor& recurrent = ctx->input(2);
     const Tensor& h0 = ctx->input(3);
     const Tensor& c0 = ctx->input(4);
-    OP_REQUIRES(ctx, x_proj.dims() == 3 && recurrent.dims() == 2,
-                tensorflow::errors::InvalidArgument("x_proj must be [B, T, 4U], kernel [U, 4U]"));
+    const Tensor& ids = ctx->input(6);
+    const bool lookup = lookup_;
+    OP_REQUIRES(ctx, recurrent.dims() == 2 && (lookup ? x_proj.dims() == 2 && ids.dims() == 2
+                                                      : x_proj.dims() == 3),
+                tensorflow::errors::InvalidArgument(
+                    "x_proj must be [B, T, 4U] (or [V, 4U] with ids [B, T]), kernel [U, 4U]"));
     const int64_t units = recurrent.dim_size(0);
-    OP_REQUIRES(ctx, recurrent.dim_size(1) == 4 * units && x_proj.dim_size(2) == 4 * units &&
+    OP_REQUIRES(ctx, recurrent.dim_size(1) == 4 * units &&
+                         x_proj.dim_size(x_proj.dims() - 1) == 4 * units &&
                          bias.NumElements() == 4 * units,
                 tensorflow::errors::InvalidArgument("gate sizes must be 4 * units"));
+    const Tensor& shape = lookup ? ids : x_proj;
     Batch batch;
-    OP_REQUIRES_OK(ctx, ReadBatch(ctx->input(5), x_proj.dim_size(0), x_proj.dim_size(1), units,
+    OP_REQUIRES_OK(ctx, ReadBatch(ctx->input(5), shape.dim_size(0), shape.dim_size(1), units,
                                   &batch));
+    const int32_t* id = ids.flat<int32_t>().data();
+    if (lookup) {
+      for (int64_t k = 0; k < ids.NumElements(); ++k) {
+        OP_REQUIRES(ctx, id[k] >= 0 && id[k] < x_proj.dim_size(0),
+                    tensorflow::errors::InvalidArgument("id ", id[k], " is not in [0, ",
+                                                        x_proj.dim_size(0), ")"));
+      }
+    }
     const int64_t B = batch.batch, T = batch.steps, U = units, G = 4 * units;
     Tensor *outputs, *last, *h_prev, *cells, *gates;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, U}), &outputs));
@@ -265,7 +291,8 @@ class LstmOp : public OpKernel {
         for (int64_t r = 0; r < running; ++r) {
           const int64_t b = batch.order[first + r], n = batch.length[b];
           VectorMap zr(z.data() + r * G, G);
-          zr += ConstVectorMap(x + (b * T + batch.Position(reverse, n, t)) * G, G) + b_vec;
+          const int64_t step = b * T + batch.Position(reverse, n, t);
+          zr += ConstVectorMap(x + (lookup ? id[step] : step) * G, G) + b_vec;
           VectorMap g(save ? g_out + (saved + r) * G : step_gates.data() + r * G, G);
           g.head(2 * U) = zr.head(2 * U).logistic();
           g.segment(2 * U, U) = zr.segment(2 * U, U).tanh();
@@ -282,7 +309,7 @@ class LstmOp : public OpKernel {
   }
 
  private:
-  bool reverse_, save_state_;
+  bool reverse_, save_state_, lookup_;
 };
 
 class LstmGradOp : public OpKernel {
