@@ -89,6 +89,7 @@ class TrainingConfig(Section):
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(0.001, gt=0.0)
     clipnorm: float | None = Field(1.0, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
     early_stopping_patience: int = Field(2, ge=0)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     seed: int = Field(42, ge=0)

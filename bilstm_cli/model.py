@@ -3,6 +3,11 @@
 It takes right-padded integer ids (0 = padding). The embedding's mask tells every LSTM to skip
 padding, so the backward direction starts at each text's last real token, and right padding
 plus masking is the layout the cuDNN kernel accepts on a GPU (with recurrent_dropout 0).
+
+Two layers are ours, with Keras' weights and config (a saved model loads as Keras' own would,
+and export.py reads them alike): RightPaddedLSTM runs the fused CPU kernel, and TokenEmbedding
+hands the first LSTM its table and ids so the kernel can multiply the table by the input kernel
+once instead of every token by it.
 """
 
 from __future__ import annotations

@@ -211,7 +211,8 @@ def _train_in_folder(
     model = build_model(config.model, tokenizer.get_vocab_size(), len(labels))
     model.compile(
         optimizer=keras.optimizers.Adam(config.training.learning_rate,
-                                        clipnorm=config.training.clipnorm),
+                                        clipnorm=config.training.clipnorm,
+                                        weight_decay=config.training.weight_decay or None),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

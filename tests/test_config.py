@@ -24,12 +24,14 @@ def test_shipped_configs_validate():
 def test_overrides_and_shortcuts_apply_in_order(tmp_path):
     config = load_config(
         CONFIGS / "imdb.yaml",
-        ["model.units=32", "data.truncate=start", "training.clipnorm=null"],
+        ["model.units=32", "data.truncate=start", "training.clipnorm=null",
+         "training.weight_decay=0.05"],
         {"model.bidirectional": True, "training.epochs": 2},
     )
     assert config.model.units == 32
     assert config.data.truncate == "start"
     assert config.training.clipnorm is None
+    assert config.training.weight_decay == 0.05
     assert config.model.bidirectional is True
     assert config.training.epochs == 2
 
