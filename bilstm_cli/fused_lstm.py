@@ -132,62 +132,90 @@ def usable(cell: Any, training: bool) -> bool:
     )
 
 
-def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool, training: bool = True,
-         ids=None):
+def lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, reverse: bool, training: bool = True):
     """One LSTM direction over a right-padded batch: (outputs in Keras' order, last output).
 
-    `x_proj` is the inputs times the input kernel, without the bias: [B, T, 4U], or with `ids`
-    ([B, T]) a table [V, 4U] whose rows the steps read, so it is never copied out per token.
-    The gradient is the kernel's backward op (for a table, summed into its rows by the scatter
-    op). Outside training the forward op keeps none of the state the backward op needs (at 800
-    tokens and batch 256, about 300 MB a direction); a gradient asked for there anyway
-    (saliency, a custom loop) reruns the forward pass to get it.
+    `x_proj` ([B, T, 4U]) is the inputs times the input kernel, without the bias. The gradient
+    is the kernel's backward op. Outside training the forward op keeps none of the state the
+    backward op needs (at 800 tokens and batch 256, about 300 MB a direction); a gradient asked
+    for there anyway (saliency, a custom loop) reruns the forward pass to get it.
     """
-    kernel_ops = ops()
-    lookup = ids is not None
-
-    # lengths and ids are arguments, not closures: inside tf.cond or tf.switch_case branches
-    # the gradient has to use the branch's own captures of them.
+    # lengths is an argument, not a closure: inside tf.cond or tf.switch_case branches the
+    # gradient has to use the branch's own capture of it.
     @tf.custom_gradient
-    def run(x_proj, bias, recurrent_kernel, h0, c0, lengths, ids):
-        def forward(save_state):
-            return kernel_ops.bilstm_lstm(x_proj, bias, recurrent_kernel, h0, c0, lengths, ids,
-                                          reverse=reverse, save_state=save_state, lookup=lookup)
-
-        outputs, last, *state = forward(save_state=training)
+    def run(x_proj, bias, recurrent_kernel, h0, c0, lengths):
+        step = _Direction(x_proj, None, bias, recurrent_kernel, h0, c0, lengths, reverse,
+                          training)
 
         def gradient(d_outputs, d_last):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-            d_last = tf.zeros_like(last) if d_last is None else d_last
-            h_prev, cells, gates = state if training else forward(save_state=True)[2:]
-            d_x_proj, *rest = kernel_ops.bilstm_lstm_grad(
-                recurrent_kernel, c0, lengths, h_prev, cells, gates, d_outputs, d_last,
-                reverse=reverse)
-            if lookup:
-                d_x_proj = kernel_ops.bilstm_scatter_add_rows(d_x_proj, ids, tf.shape(x_proj)[0])
-            return [d_x_proj, *rest, None, None]
+            d_x_proj, *rest = step.backward(d_outputs, d_last)
+            return [d_x_proj, *rest, None]
 
-        return (outputs, last), gradient
+        return step.result, gradient
 
-    return run(x_proj, bias, recurrent_kernel, h0, c0, lengths,
-               ids if lookup else tf.zeros([0, 0], tf.int32))
+    return run(x_proj, bias, recurrent_kernel, h0, c0, lengths)
 
 
-def gather_rows(table, ids):
-    """`table[ids]` whose gradient is a dense table summed by the kernel's scatter op.
+def lstm_over_table(inputs, embeddings, kernel, ids, bias, recurrent_kernel, h0, c0, lengths,
+                    reverse: bool, training: bool = True):
+    """`lstm` for a layer reading an embedding lookup, `inputs = embeddings[ids]`.
 
-    TensorFlow's gather gradient is IndexedSlices (one row per id); the optimizer (and clipnorm,
-    again) turns it into a dense table with a single-threaded segment sum that cost more than
-    the lookup saved.
+    Multiplying the table by the input kernel costs V rows instead of B x T: fewer when the batch
+    holds more tokens than the table has words. The kernel reads each step's row by its id, so
+    no [B, T, 4U] copy is made. The input kernel's gradient goes through the table as well
+    (embeddings' transpose times the rows' summed gradients: V rows again).
+
+    The embedding's own gradient is left to `inputs` (per token, through Keras' lookup, as
+    IndexedSlices) and none is returned for `embeddings`: Keras' Adam squares a sparse gradient
+    per occurrence of a word before summing, a dense one after, and on IMDB the dense one
+    (textbook Adam) cost about 1.5 points of test accuracy (benchmarks/RESULTS.md).
     """
     kernel_ops = ops()
 
-    # ids is an argument, not a closure, as in lstm().
+    # ids and lengths are arguments, not closures, as in lstm().
     @tf.custom_gradient
-    def run(table, ids):
-        def gradient(upstream):
-            return kernel_ops.bilstm_scatter_add_rows(upstream, ids, tf.shape(table)[0]), None
+    def run(inputs, embeddings, kernel, ids, bias, recurrent_kernel, h0, c0, lengths):
+        step = _Direction(tf.matmul(embeddings, kernel), ids, bias, recurrent_kernel, h0, c0,
+                          lengths, reverse, training)
 
-        return tf.gather(table, ids), gradient
+        def gradient(d_outputs, d_last):
+            d_x_proj, *rest = step.backward(d_outputs, d_last)
+            d_table = kernel_ops.bilstm_scatter_add_rows(d_x_proj, ids, tf.shape(embeddings)[0])
+            d_kernel = tf.matmul(embeddings, d_table, transpose_a=True)
+            d_inputs = tf.einsum("btg,dg->btd", d_x_proj, kernel)
+            return [d_inputs, None, d_kernel, None, *rest, None]
 
-    return run(table, ids)
+        return step.result, gradient
+
+    return run(inputs, embeddings, kernel, ids, bias, recurrent_kernel, h0, c0, lengths)
+
+
+class _Direction:
+    """The forward op of one direction, and its backward op for a gradient.
+
+    With `ids`, `x_proj` is a table [V, 4U] whose rows the steps read; else [B, T, 4U].
+    """
+
+    def __init__(self, x_proj, ids, bias, recurrent_kernel, h0, c0, lengths, reverse: bool,
+                 training: bool) -> None:
+        self.kernel_ops = ops()
+        lookup = ids is not None
+        ids = ids if lookup else tf.zeros([0, 0], tf.int32)
+        self.forward_inputs = (x_proj, bias, recurrent_kernel, h0, c0, lengths, ids)
+        self.options = {"reverse": reverse, "lookup": lookup}
+        outputs, last, *state = self.kernel_ops.bilstm_lstm(
+            *self.forward_inputs, save_state=training, **self.options)
+        self.result = (outputs, last)
+        self.state = state if training else None
+
+    def backward(self, d_outputs, d_last):
+        """[d_x_proj ([B, T, 4U], per token), d_bias, d_recurrent_kernel, d_h0, d_c0]."""
+        outputs, last = self.result
+        d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+        d_last = tf.zeros_like(last) if d_last is None else d_last
+        h_prev, cells, gates = self.state or self.kernel_ops.bilstm_lstm(
+            *self.forward_inputs, save_state=True, **self.options)[2:]
+        _, _, recurrent_kernel, _, c0, lengths, _ = self.forward_inputs
+        return list(self.kernel_ops.bilstm_lstm_grad(
+            recurrent_kernel, c0, lengths, h_prev, cells, gates, d_outputs, d_last,
+            reverse=self.options["reverse"]))

@@ -7,7 +7,7 @@ plus masking is the layout the cuDNN kernel accepts on a GPU (with recurrent_dro
 Two layers are ours, with Keras' weights and config (a saved model loads as Keras' own would,
 and export.py reads them alike): RightPaddedLSTM runs the fused CPU kernel, and TokenEmbedding
 hands the first LSTM its table and ids so the kernel can multiply the table by the input kernel
-once instead of every token by it.
+once instead of every token by it (when the batch has more tokens than the table has rows).
 """
 
 from __future__ import annotations
@@ -81,38 +81,41 @@ class RightPaddedLSTM(layers.LSTM):
         usable = ops.logical_and(right_padded, ops.all(lengths > 0))
         lookup = getattr(sequences, LOOKUP_ATTRIBUTE, None)
         if lookup is not None and self.use_fused_kernel and fused_lstm.usable(self.cell, training):
-            return self._lookup_loop(lookup, initial_state, mask, lengths, usable, training)
+            return self._lookup_loop(sequences, lookup, initial_state, mask, lengths, usable,
+                                     training)
         return tf.cond(
             usable,
             lambda: self._unmasked_loop(sequences, initial_state, mask, lengths, training),
             lambda: keras_loop(sequences, initial_state, mask=mask, training=training),
         )
 
-    def _lookup_loop(self, lookup, initial_state, mask, lengths, usable, training):
-        """The fused kernel reading a TokenEmbedding's table and ids instead of its output.
+    def _lookup_loop(self, sequences, lookup, initial_state, mask, lengths, usable, training):
+        """The fused kernel for a layer reading a TokenEmbedding: a batch with more tokens than
+        the table has rows multiplies the table by the input kernel and looks the products up
+        (fused_lstm.lstm_over_table: the same numbers and gradients for fewer multiply-adds).
 
-        A batch with more tokens than the table has rows multiplies the table by the input
-        kernel and looks the products up: the same numbers for fewer multiply-adds (V rows
-        instead of B x T, in the forward pass and in both gradients). Every branch reads the
-        embeddings through `gather_rows`, so the embedding's gradient is one dense table, never
-        IndexedSlices for the optimizer (and clipnorm) to sum again. One switch_case, not nested
-        conds: TensorFlow cannot differentiate a custom gradient inside nested conds.
+        One switch_case, not a cond inside `_unmasked_loop`'s: TensorFlow cannot differentiate a
+        custom gradient inside nested conds.
         """
         embeddings, ids = lookup
-        kernel = tf.convert_to_tensor(self.cell.kernel)
+        cell = self.cell
+        kernel = tf.convert_to_tensor(cell.kernel)
 
         def keras_branch():
             return super(RightPaddedLSTM, self).inner_loop(
-                fused_lstm.gather_rows(embeddings, ids), initial_state, mask=mask,
-                training=training)
+                sequences, initial_state, mask=mask, training=training)
 
         def token_branch():
-            x_proj = tf.einsum("btd,dg->btg", fused_lstm.gather_rows(embeddings, ids), kernel)
+            x_proj = tf.einsum("btd,dg->btg", sequences, kernel)
             return self._fused_loop(x_proj, initial_state, lengths, training)
 
         def table_branch():
-            table = tf.matmul(embeddings, kernel)
-            return self._fused_loop(table, initial_state, lengths, training, ids=ids)
+            h0, c0 = initial_state
+            outputs, last_output = fused_lstm.lstm_over_table(
+                sequences, embeddings, kernel, ids, self._bias(),
+                tf.convert_to_tensor(cell.recurrent_kernel), h0, c0, lengths,
+                reverse=self.go_backwards, training=bool(training))
+            return self._fused_result(outputs, last_output, initial_state)
 
         more_tokens = tf.size(ids) > tf.shape(embeddings)[0]
         branch = tf.where(usable, tf.where(more_tokens, 2, 1), 0)
@@ -150,22 +153,27 @@ class RightPaddedLSTM(layers.LSTM):
         # Unused (return_state is off): the states after the padding, for the shape only.
         return last_output, outputs, states
 
-    def _fused_loop(self, x_proj, initial_state, lengths, training, ids=None):
+    def _fused_loop(self, x_proj, initial_state, lengths, training):
         """The fused C++ kernel (fused_lstm.py): the same outputs and gradients, faster.
 
-        `x_proj` is the inputs times the input kernel, without the bias; with `ids`, the
-        embedding table times the input kernel, whose rows the kernel looks up itself.
+        `x_proj` is the inputs times the input kernel, without the bias.
         """
-        cell = self.cell
-        bias = cell.bias if cell.use_bias else tf.zeros([4 * self.units])
         h0, c0 = initial_state
         outputs, last_output = fused_lstm.lstm(
-            x_proj, tf.convert_to_tensor(bias), tf.convert_to_tensor(cell.recurrent_kernel),
-            h0, c0, lengths, reverse=self.go_backwards, training=bool(training), ids=ids)
+            x_proj, self._bias(), tf.convert_to_tensor(self.cell.recurrent_kernel), h0, c0,
+            lengths, reverse=self.go_backwards, training=bool(training))
+        return self._fused_result(outputs, last_output, initial_state)
+
+    def _bias(self):
+        cell = self.cell
+        return tf.convert_to_tensor(cell.bias) if cell.use_bias else tf.zeros([4 * self.units])
+
+    def _fused_result(self, outputs, last_output, initial_state):
+        """What Keras' inner_loop returns; the states are unused (return_state is off) and only
+        their shape counts, so they are the initial ones."""
         if not self.return_sequences:
             outputs = ops.expand_dims(last_output, 1)
-        # Unused (return_state is off): the initial states, for the shape only.
-        return last_output, outputs, (h0, c0)
+        return last_output, outputs, tuple(initial_state)
 
 
 def _reversed_within_lengths(lengths, steps):
