@@ -33,7 +33,7 @@ class TokenEmbedding(layers.Embedding):
     """Keras' Embedding (same weights and config) whose output carries its table and ids.
 
     The first LSTM multiplies every token's embedding by its input kernel; when it knows the
-    table and the ids it can multiply the table once instead (RightPaddedLSTM._fused_loop).
+    table and the ids it can multiply the table once instead (RightPaddedLSTM._lookup_loop).
     """
 
     def call(self, inputs):

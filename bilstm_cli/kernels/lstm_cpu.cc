@@ -415,10 +415,10 @@ class LstmGradOp : public OpKernel {
   bool reverse_;
 };
 
-// The gradient of a row lookup (table[indices]) as a dense table. TensorFlow's gather gradient
-// is IndexedSlices, which the optimizer makes dense with a single-threaded segment sum that
-// took 9 ms a step for a batch of 25,600 tokens; here the columns are split between the op's
-// threads, so no two threads ever add into the same place.
+// The gradient of a row lookup (table[indices]) as a dense table: with lookup, the forward op's
+// d_x_proj summed into the rows of the projected table. TensorFlow's segment sum does the same
+// single-threaded, 2.5x slower here (15 against 6 ms for 25,600 rows of 256); this splits the
+// columns between the op's threads, so no two threads ever add into the same place.
 class ScatterAddRowsOp : public OpKernel {
  public:
   explicit ScatterAddRowsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
