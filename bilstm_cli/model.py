@@ -106,8 +106,7 @@ class RightPaddedLSTM(layers.LSTM):
                 sequences, initial_state, mask=mask, training=training)
 
         def token_branch():
-            x_proj = tf.einsum("btd,dg->btg", sequences, kernel)
-            return self._fused_loop(x_proj, initial_state, lengths, training)
+            return self._unmasked_loop(sequences, initial_state, mask, lengths, training)
 
         def table_branch():
             h0, c0 = initial_state
