@@ -210,6 +210,17 @@ int64_t Running(const Batch& batch, int64_t first, int64_t last, int64_t t) {
   return r - first;
 }
 
+// Every index in [0, rows): a lookup or a scatter reads or writes row index[k].
+tensorflow::Status IndicesInRange(const int32_t* index, int64_t count, int64_t rows) {
+  for (int64_t k = 0; k < count; ++k) {
+    if (index[k] < 0 || index[k] >= rows) {
+      return tensorflow::errors::InvalidArgument("index ", index[k], " is not in [0, ", rows,
+                                                 ")");
+    }
+  }
+  return absl::OkStatus();
+}
+
 class LstmOp : public OpKernel {
  public:
   explicit LstmOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -240,13 +251,7 @@ class LstmOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ReadBatch(ctx->input(5), shape.dim_size(0), shape.dim_size(1), units,
                                   &batch));
     const int32_t* id = ids.flat<int32_t>().data();
-    if (lookup) {
-      for (int64_t k = 0; k < ids.NumElements(); ++k) {
-        OP_REQUIRES(ctx, id[k] >= 0 && id[k] < x_proj.dim_size(0),
-                    tensorflow::errors::InvalidArgument("id ", id[k], " is not in [0, ",
-                                                        x_proj.dim_size(0), ")"));
-      }
-    }
+    if (lookup) OP_REQUIRES_OK(ctx, IndicesInRange(id, ids.NumElements(), x_proj.dim_size(0)));
     const int64_t B = batch.batch, T = batch.steps, U = units, G = 4 * units;
     Tensor *outputs, *last, *h_prev, *cells, *gates;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, U}), &outputs));
@@ -436,11 +441,7 @@ class ScatterAddRowsOp : public OpKernel {
     const int64_t columns = values.dim_size(values.dims() - 1);
     const int64_t count = indices.NumElements();
     const int32_t* index = indices.flat<int32_t>().data();
-    for (int64_t k = 0; k < count; ++k) {
-      OP_REQUIRES(ctx, index[k] >= 0 && index[k] < rows,
-                  tensorflow::errors::InvalidArgument("index ", index[k], " is not in [0, ",
-                                                      rows, ")"));
-    }
+    OP_REQUIRES_OK(ctx, IndicesInRange(index, count, rows));
     Tensor* sums;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, columns}), &sums));
     float* out = sums->flat<float>().data();
