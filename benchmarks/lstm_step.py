@@ -1,4 +1,4 @@
-"""One BiLSTM training step, five ways, alternated in one process: where the time goes.
+"""One BiLSTM training step, six ways, alternated in one process: where the time goes.
 
     python benchmarks/lstm_step.py [--length 200] [--batch 128] [--steps 12]
 
@@ -7,8 +7,11 @@
   right-padded:    bilstm's model: TokenEmbedding and RightPaddedLSTM, same mask and the same
                    outputs, with the fused C++ kernel (fused_lstm.py; built here if this
                    machine has not yet), which multiplies the embedding table by the input
-                   kernel when the batch has more tokens than the table has rows
-  ... no lookup:   the same with Keras' Embedding: the kernel multiplies every token instead
+                   kernel when the batch has more tokens than the table has rows, and
+                   bilstm's Adam (optimizer.py: the embedding's sparse gradient summed by the
+                   kernel's scatter op)
+  ... Keras' Adam: the same with keras.optimizers.Adam (TensorFlow's segment sums)
+  ... no lookup:   the same with Keras' Embedding and Adam: the kernel multiplies every token
   ... Keras loop:  the same layer without the kernel: Keras' loop run unmasked (no per-step
                    masking: the backward direction is reversed within each text's length)
   keras unmasked:  keras.layers.LSTM without a mask, as the reference script runs it (wrong for
@@ -40,7 +43,7 @@ def main() -> None:
     from bilstm_cli.backend import configure_threads, keras
 
     configure_threads(bidirectional=True)
-    from bilstm_cli import fused_lstm
+    from bilstm_cli import fused_lstm, optimizer
     from bilstm_cli.model import MaskedGlobalMaxPooling1D, RightPaddedLSTM, TokenEmbedding
 
     if not fused_lstm.prepare(lambda message: print(message, file=sys.stderr)):
@@ -52,14 +55,15 @@ def main() -> None:
     class KerasLoopLSTM(RightPaddedLSTM):
         use_fused_kernel = False
 
-    def build(lstm_class: type, mask: bool, embedding: type = layers.Embedding) -> keras.Model:
+    def build(lstm_class: type, mask: bool, embedding: type = layers.Embedding,
+              adam: type = keras.optimizers.Adam) -> keras.Model:
         ids = keras.Input((None,), dtype="int32")
         x = embedding(10_000, 128, mask_zero=mask)(ids)
         x = layers.Bidirectional(lstm_class(64, return_sequences=True))(x)
         x = MaskedGlobalMaxPooling1D()(x)
         outputs = layers.Dense(1, activation="sigmoid")(x)
         model = keras.Model(ids, outputs)
-        model.compile(optimizer="adam", loss="binary_crossentropy")
+        model.compile(optimizer=adam(), loss="binary_crossentropy")
         return model
 
     rng = np.random.default_rng(0)
@@ -72,7 +76,9 @@ def main() -> None:
 
     models = {
         "keras masked": build(layers.LSTM, mask=True),
-        "right-padded (bilstm)": build(RightPaddedLSTM, mask=True, embedding=TokenEmbedding),
+        "right-padded (bilstm)": build(RightPaddedLSTM, mask=True, embedding=TokenEmbedding,
+                                       adam=optimizer.Adam),
+        "right-padded, Keras' Adam": build(RightPaddedLSTM, mask=True, embedding=TokenEmbedding),
         "right-padded, no lookup": build(RightPaddedLSTM, mask=True),
         "right-padded, Keras loop": build(KerasLoopLSTM, mask=True),
         "keras unmasked": build(layers.LSTM, mask=False),

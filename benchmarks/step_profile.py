@@ -1,13 +1,15 @@
 """Where a training step's time goes, op by op: TensorFlow's profiler over a few steps.
 
     python benchmarks/step_profile.py [--length 200] [--batch 128] [--vocabulary 10000]
-                                      [--unidirectional] [--no-lookup] [--steps 5] [--top 25]
+                                      [--unidirectional] [--no-lookup] [--keras-adam]
+                                      [--steps 5] [--top 25]
 
 The model is `bilstm train`'s (model.build_model: TokenEmbedding, RightPaddedLSTM with the fused
-kernel, last-state pooling, 64 units, 128-dim embeddings, Adam with clipnorm 1.0) with its thread
-settings, on one batch of random ids of full length. --no-lookup: the embedding is Keras' own, so
-the kernel multiplies every token by the input kernel and the embedding's gradient is
-IndexedSlices (the path before TokenEmbedding). Printed: the wall time per step, then the
+kernel, last-state pooling, 64 units, 128-dim embeddings, optimizer.Adam with clipnorm 1.0)
+with its thread settings, on one batch of random ids of full length. --no-lookup: the embedding
+is Keras' own, so the kernel multiplies every token by the input kernel (the path before
+TokenEmbedding). --keras-adam: keras.optimizers.Adam, which sums the embedding's sparse gradient
+with TensorFlow's segment sums. Printed: the wall time per step, then the
 ops' own time per step summed over the executor threads (on 2 cores up to twice the wall time),
 largest first, grouped by op name with the layer path cut off.
 """
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--vocabulary", type=int, default=10_000)
     parser.add_argument("--unidirectional", action="store_true")
     parser.add_argument("--no-lookup", action="store_true")
+    parser.add_argument("--keras-adam", action="store_true")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
@@ -38,7 +41,7 @@ def main() -> None:
     from bilstm_cli.backend import configure_threads
 
     configure_threads(bidirectional=not args.unidirectional)
-    from bilstm_cli import fused_lstm
+    from bilstm_cli import fused_lstm, optimizer
     from bilstm_cli.backend import keras, tf
     from bilstm_cli.config import load_config
     from bilstm_cli.model import TokenEmbedding, build_model
@@ -54,7 +57,8 @@ def main() -> None:
     ids = rng.integers(2, args.vocabulary, size=(args.batch, args.length)).astype("int32")
     labels = rng.integers(0, 2, size=(args.batch, 1)).astype("float32")
     model = build_model(config.model, args.vocabulary, 2)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0),
+    adam = keras.optimizers.Adam if args.keras_adam else optimizer.Adam
+    model.compile(optimizer=adam(1e-3, clipnorm=1.0),
                   loss="binary_crossentropy")
     for _ in range(3):
         model.train_on_batch(ids, labels)
@@ -86,7 +90,8 @@ def main() -> None:
     total = sum(per_op.values())
     print(f"B={args.batch}, T={args.length}, vocabulary {args.vocabulary}, "
           f"{'LSTM' if args.unidirectional else 'BiLSTM'}"
-          f"{', no lookup' if args.no_lookup else ''}: {1000 * wall:.1f} ms per step (wall), "
+          f"{', no lookup' if args.no_lookup else ''}"
+          f"{', Keras Adam' if args.keras_adam else ''}: {1000 * wall:.1f} ms per step (wall), "
           f"{total:.1f} ms of ops (all threads)")
     print("| op | ms per step | share |")
     print("| --- | --- | --- |")

@@ -181,7 +181,8 @@ def lstm_over_table(inputs, embeddings, kernel, ids, bias, recurrent_kernel, h0,
 
         def gradient(d_outputs, d_last):
             d_x_proj, *rest = step.backward(d_outputs, d_last)
-            d_table = kernel_ops.bilstm_scatter_add_rows(d_x_proj, ids, tf.shape(embeddings)[0])
+            d_table = kernel_ops.bilstm_scatter_add_rows(d_x_proj, ids,
+                                                       tf.shape(embeddings)[0]).sums
             d_kernel = tf.matmul(embeddings, d_table, transpose_a=True)
             d_inputs = tf.einsum("btg,dg->btd", d_x_proj, kernel)
             return [d_inputs, None, d_kernel, None, *rest, None]

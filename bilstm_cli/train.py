@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from bilstm_cli import fused_lstm
+from bilstm_cli import fused_lstm, optimizer
 from bilstm_cli.backend import configure_threads, keras, tf
 from bilstm_cli.checkpoint import (
     Checkpoint,
@@ -210,9 +210,9 @@ def _train_in_folder(
 
     model = build_model(config.model, tokenizer.get_vocab_size(), len(labels))
     model.compile(
-        optimizer=keras.optimizers.Adam(config.training.learning_rate,
-                                        clipnorm=config.training.clipnorm,
-                                        weight_decay=config.training.weight_decay or None),
+        optimizer=optimizer.Adam(config.training.learning_rate,
+                                 clipnorm=config.training.clipnorm,
+                                 weight_decay=config.training.weight_decay or None),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

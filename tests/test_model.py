@@ -173,7 +173,11 @@ def test_scatter_add_rows_rejects_an_index_outside_the_table(fused_kernel):
     if not fused_kernel:
         pytest.skip("the fused LSTM kernel could not be built here (no C++ compiler?)")
     values = tf.ones([2, 3, 4])
-    sums = fused_lstm.ops().bilstm_scatter_add_rows(values, tf.constant([[0, 1, 1], [4, 1, 0]]), 5)
-    np.testing.assert_array_equal(sums[:, 0], [2, 3, 0, 0, 1])
+    indices = tf.constant([[0, 1, 1], [4, 1, 0]])
+    sums = fused_lstm.ops().bilstm_scatter_add_rows(values, indices, 5)
+    np.testing.assert_array_equal(sums.sums[:, 0], [2, 3, 0, 0, 1])
+    assert sums.square_sums.shape == (0, 4)
+    sums = fused_lstm.ops().bilstm_scatter_add_rows(3 * values, indices, 5, squares=True)
+    np.testing.assert_array_equal(sums.square_sums[:, 0], [18, 27, 0, 0, 9])
     with pytest.raises(tf.errors.InvalidArgumentError, match="not in"):
         fused_lstm.ops().bilstm_scatter_add_rows(values, tf.constant([[0, 1, 5], [0, 0, 0]]), 5)
