@@ -77,6 +77,7 @@ class ModelConfig(Section):
     layers: int = Field(1, ge=1, le=8)
     units: int = Field(64, ge=1)
     embedding_dim: int = Field(128, ge=1)
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)

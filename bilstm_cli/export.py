@@ -35,7 +35,7 @@ INPUT_NAME = "ids"
 OUTPUT_NAME = "probabilities"
 # Keras packs LSTM gates as [input, forget, cell, output]; ONNX wants [input, output, forget, cell].
 _KERAS_TO_ONNX_GATES = (0, 3, 1, 2)
-_SKIPPED_LAYERS = {"InputLayer", "Dropout", "SpatialDropout1D"}
+_SKIPPED_LAYERS = {"InputLayer", "WordDropout", "Dropout", "SpatialDropout1D"}
 
 
 @dataclass

@@ -19,6 +19,7 @@ from keras.src import backend as keras_backend
 from bilstm_cli import fused_lstm
 from bilstm_cli.backend import keras, tf
 from bilstm_cli.config import ModelConfig
+from bilstm_cli.text import PAD_ID, UNK_ID
 
 layers, ops = keras.layers, keras.ops
 
@@ -26,6 +27,32 @@ layers, ops = keras.layers, keras.ops
 # The attribute by which a TokenEmbedding's output tells the LSTM reading it what it looked up
 # (as Keras itself attaches a layer's mask to its output tensor).
 LOOKUP_ATTRIBUTE = "_bilstm_lookup"
+
+
+@keras.saving.register_keras_serializable(package="bilstm")
+class WordDropout(layers.Layer):
+    """While training, replaces each real token's id by [UNK]'s with probability `rate`.
+
+    Dropout on whole words: the model cannot lean on any one word of a text, and learns what to
+    do with words it has not seen. Padding stays padding, so the mask is unchanged.
+    """
+
+    def __init__(self, rate: float, unknown_id: int = UNK_ID, seed: int | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rate, self.unknown_id, self.seed = rate, unknown_id, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, ids, training=None):
+        if not training or not self.rate:
+            return ids
+        dropped = keras.random.uniform(ops.shape(ids), seed=self.seed_generator) < self.rate
+        return ops.where(ops.logical_and(dropped, ids != PAD_ID),
+                         ops.cast(self.unknown_id, ids.dtype), ids)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "unknown_id": self.unknown_id,
+                "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="bilstm")
@@ -219,7 +246,10 @@ class MaskedGlobalMaxPooling1D(layers.Layer):
 
 def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> keras.Model:
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    x = TokenEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(ids)
+    x = ids
+    if config.word_dropout:
+        x = WordDropout(config.word_dropout, name="word_dropout")(x)
+    x = TokenEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(x)
     if config.embedding_dropout:
         # Drops whole embedding channels for a text (all its time steps alike); keeps the mask.
         x = layers.SpatialDropout1D(config.embedding_dropout, name="embedding_dropout")(x)

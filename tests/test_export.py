@@ -51,8 +51,8 @@ def _tiny_model(vocab_size: int, bidirectional: bool, layers: int, pooling: str,
 
     keras.utils.set_random_seed(seed)
     config = ModelConfig(bidirectional=bidirectional, layers=layers, units=5, embedding_dim=6,
-                         dropout=0.3, embedding_dropout=0.2, merge_mode=merge_mode,
-                         pooling=pooling)
+                         dropout=0.3, word_dropout=0.1, embedding_dropout=0.2,
+                         merge_mode=merge_mode, pooling=pooling)
     model = build_model(config, vocab_size, classes)
     # Random weights of a useful size (biases included), so outputs are far from 0.5 and a
     # wrong gate order, direction or mask would show.

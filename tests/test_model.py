@@ -33,6 +33,29 @@ def test_padding_never_changes_the_prediction(pooling, bidirectional):
                                atol=1e-6)
 
 
+def test_word_dropout_replaces_words_by_unknown_while_training_only():
+    from bilstm_cli.model import WordDropout
+    from bilstm_cli.text import PAD_ID, UNK_ID
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 100, size=(64, 50)).astype(np.int32)
+    ids[:, 40:] = PAD_ID
+    layer = WordDropout(0.3, seed=1)
+    dropped = np.asarray(layer(ids, training=True))
+    changed = dropped != ids
+    assert (dropped[changed] == UNK_ID).all()
+    assert (dropped[:, 40:] == PAD_ID).all()
+    assert 0.25 < changed[:, :40].mean() < 0.35
+    np.testing.assert_array_equal(np.asarray(layer(ids, training=False)), ids)
+    # A model with it predicts as one without it (its weights are the same).
+    config = ModelConfig(units=4, embedding_dim=4, dropout=0.0)
+    plain = build_model(config, 100, 2)
+    with_dropout = build_model(config.model_copy(update={"word_dropout": 0.5}), 100, 2)
+    with_dropout.set_weights(plain.get_weights())
+    np.testing.assert_allclose(with_dropout.predict_on_batch(ids), plain.predict_on_batch(ids),
+                               atol=1e-6)
+
+
 def keras_lstm_and_ours(ids: np.ndarray, units: int, **options):
     """Embedded ids with their padding mask, a Keras LSTM and a RightPaddedLSTM with its weights."""
     from bilstm_cli.backend import keras
