@@ -3,8 +3,9 @@
 Keras runs an LSTM on a CPU as a graph loop of small ops; on this tool's models their overhead
 and the memory passes between them cost as much as the arithmetic. The kernel does a whole
 direction in two ops (forward pass, backward pass). A third op sums rows by id, for the first
-layer's table lookup (lstm_over_table) and for Adam's sparse updates (optimizer.py). A BiLSTM training step runs about 1.9x faster than
-through Keras' loop (unmasked), 2.1x than Keras' masked LSTM (benchmarks/lstm_step.py).
+layer's table lookup (lstm_over_table) and for Adam's sparse updates (optimizer.py). A BiLSTM
+training step runs about 2x faster than through Keras' loop (unmasked), 2.2x than Keras' masked
+LSTM (benchmarks/lstm_step.py).
 
 It is C++ against TensorFlow's headers, so it is compiled here, with the machine's C++ compiler,
 the first time `bilstm train` runs (about 30 s), into a cache folder keyed by the source, the
