@@ -269,9 +269,12 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
     existed) counts as its default."""
     old_values = {**_flatten(defaults or {}), **_flatten(saved)}
     new_values = _flatten(current)
+    safe = set(RESUME_SAFE_KEYS)
+    if old_values.get("training.lr_schedule", "constant") != "constant":
+        safe.discard("training.epochs")  # a schedule spans the epochs: more of them reshape it
     out = []
     for key in sorted(set(old_values) | set(new_values)):
-        if key in RESUME_SAFE_KEYS:
+        if key in safe:
             continue
         old, new = old_values.get(key), new_values.get(key)
         if old != new:

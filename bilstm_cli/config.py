@@ -82,13 +82,14 @@ class ModelConfig(Section):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     merge_mode: Literal["concat", "sum", "ave", "mul"] = "concat"
-    pooling: Literal["last", "max", "mean"] = "last"
+    pooling: Literal["last", "max", "mean", "max_mean"] = "last"
 
 
 class TrainingConfig(Section):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(0.001, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     clipnorm: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     early_stopping_patience: int = Field(2, ge=0)

@@ -79,6 +79,7 @@ def _lstm_weights(layer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def spec_from_keras(model: Any) -> ModelSpec:
     """Read a model made by `model.build_model` (layer names and kinds as it makes them)."""
     spec: ModelSpec | None = None
+    poolings: set[str] = set()
     for layer in model.layers:
         kind = type(layer).__name__
         if kind in _SKIPPED_LAYERS:
@@ -104,9 +105,11 @@ def spec_from_keras(model: Any) -> ModelSpec:
                 forward.units, [_lstm_weights(forward), _lstm_weights(backward)],
                 forward.return_sequences, layer.merge_mode))
         elif kind == "MaskedGlobalMaxPooling1D":
-            spec.pooling = "max"
+            poolings.add("max")
         elif kind == "GlobalAveragePooling1D":
-            spec.pooling = "mean"
+            poolings.add("mean")
+        elif kind == "Concatenate" and poolings == {"max", "mean"}:
+            pass  # max_mean pooling: the max, then the mean (model.build_model's order)
         elif kind == "Dense":
             kernel, bias = layer.get_weights()
             spec.dense_kernel = np.asarray(kernel, dtype=np.float32)
@@ -119,6 +122,8 @@ def spec_from_keras(model: Any) -> ModelSpec:
             raise UserError(f"layer {layer.name} ({kind}) is not supported by the ONNX export")
     if spec is None or not spec.recurrent or spec.dense_kernel is None:
         raise UserError("the model lacks an embedding, an LSTM or the dense output layer")
+    if poolings:
+        spec.pooling = "max_mean" if poolings == {"max", "mean"} else poolings.pop()
     return spec
 
 
@@ -212,19 +217,21 @@ def build_onnx(spec: ModelSpec) -> Any:
         else:
             x = _merge(graph, y_h, 0, layer.merge_mode, layer.units)  # [B, features]
 
-    if spec.pooling in ("max", "mean"):
+    if spec.pooling != "last":
         time_axis = graph.const("axis0", np.array([0], np.int64))
         step_mask = graph.op("Unsqueeze", [graph.op("Transpose", [mask], perm=[1, 0]),
                                            graph.const("axis2", np.array([2], np.int64))])
-        if spec.pooling == "max":
+        pooled = []
+        if spec.pooling in ("max", "max_mean"):
             lowest = graph.const("lowest", np.array(-3.0e38, dtype=np.float32))
             masked = graph.op("Where", [step_mask, x, lowest])
-            x = graph.op("ReduceMax", [masked, time_axis], keepdims=0)
-        else:
+            pooled.append(graph.op("ReduceMax", [masked, time_axis], keepdims=0))
+        if spec.pooling in ("mean", "max_mean"):
             weights = graph.op("Cast", [step_mask], to=TensorProto.FLOAT)
             total = graph.op("ReduceSum", [graph.op("Mul", [x, weights]), time_axis], keepdims=0)
             count = graph.op("ReduceSum", [weights, time_axis], keepdims=0)
-            x = graph.op("Div", [total, count])
+            pooled.append(graph.op("Div", [total, count]))
+        x = pooled[0] if len(pooled) == 1 else graph.op("Concat", pooled, axis=1)
 
     logits = graph.op("Add", [
         graph.op("MatMul", [x, graph.const("dense_kernel", spec.dense_kernel)]),

@@ -271,6 +271,10 @@ def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> keras
         x = MaskedGlobalMaxPooling1D(name="max_pooling")(x)
     elif config.pooling == "mean":
         x = layers.GlobalAveragePooling1D(name="mean_pooling")(x)
+    elif config.pooling == "max_mean":
+        x = layers.Concatenate(name="max_mean_pooling")([
+            MaskedGlobalMaxPooling1D(name="max_pooling")(x),
+            layers.GlobalAveragePooling1D(name="mean_pooling")(x)])
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
     if num_classes == 2:

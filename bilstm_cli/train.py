@@ -39,7 +39,7 @@ from bilstm_cli.checkpoint import (
     save_best,
     save_last,
 )
-from bilstm_cli.config import Config, config_to_yaml
+from bilstm_cli.config import Config, TrainingConfig, config_to_yaml
 from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits, summarize
 from bilstm_cli.data.splits import class_weights
@@ -153,6 +153,15 @@ def train(
             raise
 
 
+def _learning_rate(training: TrainingConfig, steps_per_epoch: int) -> Any:
+    """The rate, or a schedule of it by step: `cosine` falls from the rate to zero over all
+    `epochs` (Keras' optimizer step counter drives it, so a resumed run continues the curve)."""
+    if training.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            training.learning_rate, decay_steps=training.epochs * steps_per_epoch)
+    return training.learning_rate
+
+
 def _machine() -> dict[str, Any]:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
@@ -208,9 +217,10 @@ def _train_in_folder(
     val_ids = encode(tokenizer, splits.validation.texts)
     log(f"vocabulary: {tokenizer.get_vocab_size()} tokens; labels: {', '.join(labels)}")
 
+    steps = -(-len(train_ids) // config.training.batch_size)
     model = build_model(config.model, tokenizer.get_vocab_size(), len(labels))
     model.compile(
-        optimizer=optimizer.Adam(config.training.learning_rate,
+        optimizer=optimizer.Adam(_learning_rate(config.training, steps),
                                  clipnorm=config.training.clipnorm,
                                  weight_decay=config.training.weight_decay or None),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
@@ -224,7 +234,6 @@ def _train_in_folder(
     val_data, _ = _batch_dataset(
         val_ids, _label_array(splits.validation.labels, labels, binary),
         config.training.batch_size, None, config.training.bucket_by_length)
-    steps = -(-len(train_ids) // config.training.batch_size)
     state, best_weights = TrainingState(steps_per_epoch=steps), None
     if checkpoint is not None:
         best_weights = restore(checkpoint, model, steps)

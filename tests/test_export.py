@@ -13,7 +13,7 @@ from bilstm_cli.predict import Classifier, OnnxEngine, TensorFlowEngine, choose_
 from bilstm_cli.text import build_tokenizer, save_tokenizer
 
 MERGE_MODES = ["concat", "sum", "ave", "mul"]
-GRID = list(itertools.product([False, True], [1, 2], ["last", "max", "mean"]))
+GRID = list(itertools.product([False, True], [1, 2], ["last", "max", "mean", "max_mean"]))
 
 AWKWARD = [
     "",

@@ -21,7 +21,7 @@ def test_stacked_layers_and_multiclass_head():
     assert len([layer for layer in model.layers if "bidirectional" in layer.name]) == 3
 
 
-@pytest.mark.parametrize("pooling", ["last", "max", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "max_mean"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_padding_never_changes_the_prediction(pooling, bidirectional):
     """Right padding is masked: the backward direction and pooling must ignore it."""

@@ -64,3 +64,26 @@ def test_adam_is_saved_and_loaded_with_the_model(tmp_path):
     assert loaded.optimizer.clipnorm == 1.0
     for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.array(saved), np.array(restored))
+
+
+def test_cosine_schedule_falls_to_zero_over_all_epochs_and_is_saved(tmp_path):
+    """`training.lr_schedule: cosine` follows Keras' step counter, which checkpoints keep."""
+    from bilstm_cli import optimizer
+    from bilstm_cli.backend import keras
+    from bilstm_cli.config import TrainingConfig
+    from bilstm_cli.train import _learning_rate
+
+    assert _learning_rate(TrainingConfig(learning_rate=0.1), 5) == 0.1
+    schedule = _learning_rate(TrainingConfig(learning_rate=0.1, lr_schedule="cosine",
+                                             epochs=2), 5)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 20)]
+    np.testing.assert_allclose(rates, [0.1, 0.05, 0.0, 0.0], atol=1e-7)
+
+    model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=optimizer.Adam(schedule), loss="mse")
+    for _ in range(5):
+        model.train_on_batch(np.ones((2, 3)), np.ones((2, 1)))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras").optimizer
+    assert int(loaded.iterations) == 5
+    np.testing.assert_allclose(float(loaded.learning_rate), 0.05, rtol=1e-6)

@@ -347,6 +347,10 @@ def test_checkpoint_every_and_resume_safe_keys():
                                  "data.max_length=100", "training.seed=1"])
     assert config_differences(saved, changed.model_dump(mode="json")) == [
         "data.max_length: 200 -> 100", "training.seed: 42 -> 1"]
+    cosine = load_config(None, ["training.lr_schedule=cosine"]).model_dump(mode="json")
+    longer = load_config(None, ["training.lr_schedule=cosine", "training.epochs=9"])
+    assert config_differences(cosine, longer.model_dump(mode="json")) == [
+        "training.epochs: 5 -> 9"]  # the schedule spans the epochs: more of them reshape it
     older = Config().model_dump(mode="json")
     del older["training"]["deterministic"]  # a run from before the key existed
     assert config_differences(older, saved, saved) == []
