@@ -50,7 +50,7 @@ def test_all_problems_listed_with_key_path_line_and_suggestion(tmp_path):
     assert "data.max_length: Input should be greater than or equal to 1" in message
     assert f"[{path}:3]" in message
     assert "model.units" in message and "'many'" in message
-    assert "model.pooling" in message and "'last', 'max' or 'mean'" in message
+    assert "model.pooling" in message and "'last', 'max', 'mean' or 'max_mean'" in message
 
 
 def test_unknown_section_and_set_source():
