@@ -44,6 +44,7 @@ class DataConfig(Section):
     on_bad_row: Literal["error", "skip"] = "error"
     validation_split: float = Field(0.1, gt=0.0, lt=1.0)
     max_examples: int | None = Field(None, ge=2)
+    tokenizer: Literal["word", "wordpiece"] = "word"
     max_tokens: int = Field(20000, ge=3)
     min_frequency: int = Field(1, ge=1)
     lowercase: bool = True

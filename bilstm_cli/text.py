@@ -17,8 +17,13 @@ PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 
 
-def _empty_tokenizer(lowercase: bool) -> Tokenizer:
-    tokenizer = Tokenizer(models.WordLevel({PAD: PAD_ID, UNK: UNK_ID}, unk_token=UNK))
+def _empty_tokenizer(lowercase: bool, kind: str = "word") -> Tokenizer:
+    specials = {PAD: PAD_ID, UNK: UNK_ID}
+    if kind == "wordpiece":
+        model = models.WordPiece(specials, unk_token=UNK, max_input_chars_per_word=100)
+    else:
+        model = models.WordLevel(specials, unk_token=UNK)
+    tokenizer = Tokenizer(model)
     steps = [normalizers.Replace(Regex(r"<br\s*/?>"), " "), normalizers.NFKC()]
     if lowercase:
         steps.append(normalizers.Lowercase())
@@ -35,13 +40,16 @@ def build_tokenizer(
     lowercase: bool = True,
     max_length: int = 200,
     truncate: str = "end",
+    kind: str = "word",
 ) -> Tokenizer:
-    """A word-level vocabulary of the `max_tokens` most frequent tokens (specials included)."""
-    tokenizer = _empty_tokenizer(lowercase)
-    trainer = trainers.WordLevelTrainer(
-        vocab_size=max_tokens, min_frequency=min_frequency, special_tokens=[PAD, UNK],
-        show_progress=False,
-    )
+    """A vocabulary of `max_tokens` tokens (specials included). `word`: the most frequent words;
+    any other word is [UNK]. `wordpiece`: frequent words whole, and pieces of words (`##ing`)
+    that spell out the rest, so a word never seen in training still reads as its parts."""
+    tokenizer = _empty_tokenizer(lowercase, kind)
+    options = dict(vocab_size=max_tokens, min_frequency=min_frequency,
+                   special_tokens=[PAD, UNK], show_progress=False)
+    trainer = (trainers.WordPieceTrainer(**options) if kind == "wordpiece"
+               else trainers.WordLevelTrainer(**options))
     tokenizer.train_from_iterator(texts, trainer)
     # truncate "end" keeps the start of the text: tokenizers calls that cutting on the right.
     tokenizer.enable_truncation(max_length, direction="right" if truncate == "end" else "left")
@@ -51,7 +59,7 @@ def build_tokenizer(
 def tokenizer_for(data: Any, texts: Iterable[str]) -> Tokenizer:
     """The tokenizer a run trains with, from its `data` config section and training texts."""
     return build_tokenizer(texts, data.max_tokens, data.min_frequency, data.lowercase,
-                           data.max_length, data.truncate)
+                           data.max_length, data.truncate, data.tokenizer)
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:

@@ -61,3 +61,27 @@ def test_length_batches_cover_every_index_once_and_group_lengths():
     assert all((a == b).all() for a, b in zip(batches, again))
     unshuffled = length_batches(lengths, 32)
     assert [len(b) for b in unshuffled][:-1] == [32] * 31
+
+
+def test_wordpiece_spells_an_unseen_word_in_pieces_and_keeps_the_special_ids():
+    texts = ["a delightful film", "the acting delights", "what a delight"] * 10
+    word = build_tokenizer(texts, max_tokens=100)
+    pieces = build_tokenizer(texts, max_tokens=100, kind="wordpiece")
+    assert pieces.token_to_id("[PAD]") == PAD_ID and pieces.token_to_id("[UNK]") == UNK_ID
+    assert pieces.get_vocab_size() <= 100
+    unseen = "delighting film"
+    assert vocab_tokens(word, encode(word, [unseen])[0]) == ["[UNK]", "film"]
+    split = vocab_tokens(pieces, encode(pieces, [unseen])[0])
+    assert split[0] == "delight" and split[-1] == "film" and "[UNK]" not in split
+    assert "".join(p.removeprefix("##") for p in split[:-1]) == "delighting"
+
+
+def test_wordpiece_truncates_pieces_like_words(tmp_path):
+    from bilstm_cli.text import load_tokenizer, save_tokenizer
+
+    pieces = build_tokenizer(["one two three four five"] * 3, 40, max_length=3, truncate="start",
+                             kind="wordpiece")
+    save_tokenizer(pieces, tmp_path / "tokenizer.json")
+    again = load_tokenizer(tmp_path / "tokenizer.json")
+    assert vocab_tokens(again, encode(again, ["one two three four five"])[0]) == [
+        "three", "four", "five"]
