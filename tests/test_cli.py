@@ -129,3 +129,25 @@ def test_multiclass_unidirectional_training(toy_files, tmp_path):
     record = json.loads(result.stdout)
     assert set(record["probabilities"]) == {"meh", "neg", "pos"}
     assert abs(sum(record["probabilities"].values()) - 1) < 1e-4
+
+
+def test_wordpiece_cosine_and_max_mean_train_and_predict_alike_in_both_engines(toy_files,
+                                                                                tmp_path):
+    """This session's keys end to end: the ONNX model and the Keras one read the same pieces."""
+    result = run_cli("train", "--bidirectional", *TINY, "--set", f"data.train={toy_files['train']}",
+                     "--set", "data.tokenizer=wordpiece", "--set", "model.pooling=max_mean",
+                     "--set", "training.lr_schedule=cosine",
+                     "--output", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "latest"
+    tokenizer = json.loads((run_dir / "tokenizer.json").read_text())
+    assert tokenizer["model"]["type"] == "WordPiece"
+    outputs = {}
+    for engine in ("onnx", "tf"):
+        result = run_cli("predict", "a wonderfulish film", "unseenword", "--model", str(run_dir),
+                         "--format", "jsonl", "--engine", engine, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        outputs[engine] = [json.loads(line)["probabilities"] for line in result.stdout.splitlines()]
+    for onnx, keras in zip(outputs["onnx"], outputs["tf"], strict=True):
+        for label in onnx:
+            assert abs(onnx[label] - keras[label]) < 1e-5
