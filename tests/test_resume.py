@@ -208,6 +208,23 @@ def test_kill_9_after_a_step_checkpoint_then_resume(reference, data, tmp_path):
     assert results(run_dir) == results(reference)
 
 
+def test_a_cosine_schedule_resumes_where_it_stopped(data, tmp_path):
+    """The schedule reads the optimizer's step counter, which the checkpoint keeps: a run killed
+    mid-epoch ends exactly like the same run left alone (a restarted curve would not)."""
+    cosine = ("--set", "training.lr_schedule=cosine")
+    straight = run_cli(*args(data, "--output", str(tmp_path / "straight"), *cosine), cwd=data)
+    assert straight.returncode == 0, straight.stderr
+    process = start(data, tmp_path / "runs", "--set", "training.checkpoint_every=7", *cosine)
+    run_dir = wait_for_checkpoint(tmp_path / "runs", process, mid_epoch=True)
+    process.kill()
+    process.communicate()
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 0, result.stderr
+    reference = (tmp_path / "straight" / "latest").resolve()
+    assert_same_weights(run_dir, reference)
+    assert results(run_dir) == results(reference)
+
+
 KILL_DURING_WRITE = """
 import os, signal, sys
 import bilstm_cli.checkpoint as checkpoint
