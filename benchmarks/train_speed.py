@@ -145,8 +145,8 @@ def bilstm_child(examples: int | None, output: Path) -> dict:
         "--set", f"model.units={UNITS}", "--set", f"model.embedding_dim={EMBEDDING}",
         "--set", "model.pooling=last", "--set", "model.layers=1",
         "--set", "model.word_dropout=0", "--set", "model.embedding_dropout=0",
-        "--set", "training.learning_rate=0.001",
-        "--set", "output.name=speed",
+        "--set", "training.learning_rate=0.001", "--set", "training.lr_schedule=constant",
+        "--set", "data.tokenizer=word", "--set", "output.name=speed",
     ] + (["--set", f"data.max_examples={examples}"] if examples else [])
     finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
