@@ -350,6 +350,11 @@ class EpochRecorder(keras.callbacks.Callback):
         return value < self.state.best if self.monitor == "val_loss" else value > self.state.best
 
     def _save_last(self, mid_epoch: bool) -> None:
+        # Keras reports a batch's loss from before its update, so a finite loss can come with
+        # weights that the update just made inf or nan: never keep those as the last good state.
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            step = self.state.step if mid_epoch else self.steps
+            raise TrainingDiverged(self._diverged_message("the weights became inf or nan", step))
         save_last(self.run_dir, self.state, self.model, self.best_weights, metric_state=mid_epoch)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -366,7 +371,7 @@ class EpochRecorder(keras.callbacks.Callback):
         loss = float(logs.get("loss", 0.0))
         step = self.skip + batch + 1
         if not np.isfinite(loss):
-            raise TrainingDiverged(self._diverged_message(loss, step))
+            raise TrainingDiverged(self._diverged_message(f"the training loss became {loss}", step))
         self.state.step = step
         done = min(step * self.batch_size, self.examples)
         self.display.update(step, done, logs)
@@ -381,13 +386,13 @@ class EpochRecorder(keras.callbacks.Callback):
         if every and (self.epoch * self.steps + step) % every == 0:
             self._save_last(mid_epoch=True)
 
-    def _diverged_message(self, loss: float, step: int) -> str:
+    def _diverged_message(self, what: str, step: int) -> str:
         saved = read_state(self.run_dir)
         kept = "no checkpoint had been written yet" if saved is None else (
             f"the last good checkpoint (epoch {saved.epoch}"
             f"{f', batch {saved.step}' if saved.step else ''}) is kept in "
             f"{self.run_dir / 'checkpoints' / 'last'}")
-        return (f"the training loss became {loss} in epoch {self.epoch + 1} at batch {step}: "
+        return (f"{what} in epoch {self.epoch + 1} at batch {step}: "
                 f"training stopped and {kept}. Try a lower learning rate (e.g. --set "
                 "training.learning_rate=0.0005) or gradient clipping (--set training.clipnorm=1.0)")
 
@@ -408,7 +413,8 @@ class EpochRecorder(keras.callbacks.Callback):
         train_seconds = max(self.train_end - self.epoch_start, 1e-9)
         value = float(logs[self.monitor])
         if not np.isfinite(value):
-            raise TrainingDiverged(self._diverged_message(value, self.steps))
+            raise TrainingDiverged(self._diverged_message(
+                f"{self.monitor} became {value}", self.steps))
         best = self._improved(value)
         if best:
             self.state.best, self.state.best_epoch = value, epoch + 1

@@ -40,6 +40,7 @@ def args(data: Path, *extra: str) -> list[str]:
         "--set", f"data.train={data / 'train.tsv'}", "--set", f"data.test={data / 'test.tsv'}",
         "--set", "model.units=8", "--set", "model.embedding_dim=8",
         "--set", "data.max_tokens=100", "--set", "training.early_stopping_patience=0",
+        "--set", "training.lr_schedule=constant",  # whatever configs/imdb.yaml ships
         "--epochs", str(EPOCHS), "--batch-size", "16", *extra,
     ]
 
@@ -294,12 +295,17 @@ def test_unwritable_output_is_a_clear_error(data, tmp_path):
     assert f"cannot create the run folder {blocker / 'runs'}" in result.stderr
 
 
+def diverge(data: Path, output: Path, learning_rate: str) -> subprocess.CompletedProcess:
+    return run_cli(*args(data, "--output", str(output),
+                         "--set", f"training.learning_rate={learning_rate}",
+                         "--set", "training.clipnorm=null",
+                         "--set", "training.checkpoint_every=1"), cwd=data)
+
+
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(data, tmp_path):
-    result = run_cli(*args(data, "--output", str(tmp_path / "runs"), "--set",
-                           "training.learning_rate=1e38", "--set", "training.clipnorm=null",
-                           "--set", "training.checkpoint_every=1"), cwd=data)
+    result = diverge(data, tmp_path / "runs", "1e36")  # the loss overflows after some batches
     assert result.returncode == 2, result.stderr
-    assert "loss became nan" in result.stderr
+    assert "training loss became inf" in result.stderr or "loss became nan" in result.stderr
     assert "lower learning rate" in result.stderr and "training.clipnorm" in result.stderr
     run_dir = next((tmp_path / "runs").iterdir())
     assert run_json(run_dir)["state"] == "failed"
@@ -308,6 +314,18 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(data, tmp
     assert step >= 1 and f"batch {step})" in result.stderr
     with np.load(last / "arrays.npz") as arrays:
         assert all(np.isfinite(arrays[k]).all() for k in arrays.files if k.startswith("model/"))
+
+
+def test_weights_broken_by_a_finite_loss_batch_are_never_checkpointed(data, tmp_path):
+    """Keras reports a batch's loss from before its update: here the first update overflows the
+    weights while its loss is finite. No checkpoint may keep them."""
+    result = diverge(data, tmp_path / "runs", "1e38")
+    assert result.returncode == 2, result.stderr
+    assert "the weights became inf or nan in epoch 1 at batch 1" in result.stderr
+    assert "no checkpoint had been written yet" in result.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert run_json(run_dir)["state"] == "failed"
+    assert not (run_dir / "checkpoints" / "last").exists()
 
 
 def test_resume_refuses_a_changed_config_and_force_starts_over(reference, data, tmp_path):
