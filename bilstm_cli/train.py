@@ -352,7 +352,9 @@ class EpochRecorder(keras.callbacks.Callback):
     def _save_last(self, mid_epoch: bool) -> None:
         # Keras reports a batch's loss from before its update, so a finite loss can come with
         # weights that the update just made inf or nan: never keep those as the last good state.
-        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+        # (A reduction per variable: no host copy besides the one save_last makes.)
+        if not all(bool(tf.reduce_all(tf.math.is_finite(v)))
+                   for v in self.model.trainable_variables):
             step = self.state.step if mid_epoch else self.steps
             raise TrainingDiverged(self._diverged_message("the weights became inf or nan", step))
         save_last(self.run_dir, self.state, self.model, self.best_weights, metric_state=mid_epoch)
