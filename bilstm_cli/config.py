@@ -78,6 +78,7 @@ class ModelConfig(Section):
     layers: int = Field(1, ge=1, le=8)
     units: int = Field(64, ge=1)
     embedding_dim: int = Field(128, ge=1)
+    normalize_embeddings: bool = False
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
@@ -93,6 +94,7 @@ class TrainingConfig(Section):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     clipnorm: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    adversarial: float = Field(0.0, ge=0.0)
     early_stopping_patience: int = Field(2, ge=0)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     seed: int = Field(42, ge=0)

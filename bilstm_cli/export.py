@@ -87,7 +87,11 @@ def spec_from_keras(model: Any) -> ModelSpec:
         if kind in ("Embedding", "TokenEmbedding"):  # the latter: model.py's, same weights
             if not layer.mask_zero:
                 raise UserError("ONNX export needs the embedding's padding mask (mask_zero)")
-            spec = ModelSpec(embedding=np.asarray(layer.get_weights()[0], dtype=np.float32))
+            table = np.asarray(layer.embeddings, dtype=np.float32)
+            if getattr(layer, "normalize", False):  # folded into the table ONNX looks up
+                mean, inverse_std = (np.asarray(t) for t in layer.statistics())
+                table = (table - mean) * inverse_std
+            spec = ModelSpec(embedding=table)
             continue
         if spec is None:
             raise UserError(f"layer {layer.name}: expected the embedding first")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 # Keras' generic RNN loop, the one keras.layers.LSTM itself runs on a CPU (not in the public
 # API; tests/test_model.py checks our use of it against keras.layers.LSTM).
+import numpy as np
 from keras.src import backend as keras_backend
 
 from bilstm_cli import fused_lstm
@@ -61,14 +62,63 @@ class TokenEmbedding(layers.Embedding):
 
     The first LSTM multiplies every token's embedding by its input kernel; when it knows the
     table and the ids it can multiply the table once instead (RightPaddedLSTM._lookup_loop).
+
+    With `normalize` (model.normalize_embeddings), each dimension is standardized over the
+    vocabulary, words weighted by their frequency in the training texts (`frequencies`, a
+    weight kept in the model), as Miyato et al. (2017) do for adversarial training: the
+    embeddings cannot grow to make a perturbation of fixed size (training.adversarial) small.
+    The statistics are constants for the gradient, so it stays one row per token.
     """
+
+    # A tensor the shape of the output, added to it while set (adversarial.py sets it for one
+    # call in training); the table lookup is then off, as the sum is no longer a table row.
+    perturbation = None
+
+    def __init__(self, *args, normalize: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.normalize = normalize
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        if self.normalize:
+            self.frequencies = self.add_weight(
+                shape=(self.input_dim,), initializer="ones", trainable=False,
+                name="frequencies")
+
+    @property
+    def variable_serialization_spec(self):
+        """Keras' Embedding saves its table alone; the frequencies are saved after it."""
+        spec = dict(super().variable_serialization_spec)
+        if self.normalize:
+            spec[None] = [*spec[None], "frequencies"]
+        return spec
+
+    def statistics(self):
+        """The frequency-weighted mean and 1/standard deviation per dimension ([dim] each)."""
+        table = tf.stop_gradient(tf.convert_to_tensor(self.embeddings))
+        weights = tf.convert_to_tensor(self.frequencies)
+        weights = weights / tf.maximum(tf.reduce_sum(weights), 1e-12)
+        mean = tf.linalg.matvec(table, weights, transpose_a=True)
+        variance = tf.linalg.matvec(tf.square(table - mean), weights, transpose_a=True)
+        return mean, tf.math.rsqrt(variance + 1e-6)
 
     def call(self, inputs):
         outputs = super().call(inputs)
+        table = None
+        if self.normalize:
+            mean, inverse_std = self.statistics()
+            outputs = (outputs - mean) * inverse_std
+            table = (tf.convert_to_tensor(self.embeddings) - mean) * inverse_std
+        if self.perturbation is not None:
+            return outputs + self.perturbation
         if self.compute_dtype == "float32" and not self.quantization_mode:
-            setattr(outputs, LOOKUP_ATTRIBUTE,
-                    (tf.convert_to_tensor(self.embeddings), ops.cast(inputs, "int32")))
+            if table is None:
+                table = tf.convert_to_tensor(self.embeddings)
+            setattr(outputs, LOOKUP_ATTRIBUTE, (table, ops.cast(inputs, "int32")))
         return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "normalize": self.normalize}
 
 
 @keras.saving.register_keras_serializable(package="bilstm")
@@ -244,12 +294,19 @@ class MaskedGlobalMaxPooling1D(layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
-def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> keras.Model:
+def build_model(config: ModelConfig, vocab_size: int, num_classes: int,
+                token_counts: np.ndarray | None = None) -> keras.Model:
+    """`token_counts`: how often each id occurs in the training texts (for
+    `normalize_embeddings`; without them every word weighs the same)."""
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = ids
     if config.word_dropout:
         x = WordDropout(config.word_dropout, name="word_dropout")(x)
-    x = TokenEmbedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(x)
+    embedding = TokenEmbedding(vocab_size, config.embedding_dim, mask_zero=True,
+                               normalize=config.normalize_embeddings, name="embedding")
+    x = embedding(x)
+    if config.normalize_embeddings and token_counts is not None:
+        embedding.frequencies.assign(np.asarray(token_counts, dtype="float32"))
     if config.embedding_dropout:
         # Drops whole embedding channels for a text (all its time steps alike); keeps the mask.
         x = layers.SpatialDropout1D(config.embedding_dropout, name="embedding_dropout")(x)

@@ -28,6 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from bilstm_cli import fused_lstm, optimizer
+from bilstm_cli.adversarial import AdversarialClassifier
 from bilstm_cli.backend import configure_threads, keras, tf
 from bilstm_cli.checkpoint import (
     Checkpoint,
@@ -218,8 +219,17 @@ def _train_in_folder(
     log(f"vocabulary: {tokenizer.get_vocab_size()} tokens; labels: {', '.join(labels)}")
 
     steps = -(-len(train_ids) // config.training.batch_size)
-    model = build_model(config.model, tokenizer.get_vocab_size(), len(labels))
-    model.compile(
+    vocab_size = tokenizer.get_vocab_size()
+    counts = np.bincount(np.concatenate(train_ids), minlength=vocab_size) \
+        if config.model.normalize_embeddings else None
+    model = build_model(config.model, vocab_size, len(labels), counts)
+    if config.training.adversarial:
+        # The same layers with the adversarial train_step; `model` stays what is saved.
+        trainer = AdversarialClassifier(model.inputs, model.outputs, name=model.name)
+        trainer.epsilon = config.training.adversarial
+    else:
+        trainer = model
+    trainer.compile(
         optimizer=optimizer.Adam(_learning_rate(config.training, steps),
                                  clipnorm=config.training.clipnorm,
                                  weight_decay=config.training.weight_decay or None),
@@ -236,7 +246,7 @@ def _train_in_folder(
         config.training.batch_size, None, config.training.bucket_by_length)
     state, best_weights = TrainingState(steps_per_epoch=steps), None
     if checkpoint is not None:
-        best_weights = restore(checkpoint, model, steps)
+        best_weights = restore(checkpoint, trainer, steps)
         state = checkpoint.state
         where = f", {state.step} of {steps} batches into epoch {state.epoch + 1}" \
             if state.step else ""
@@ -244,7 +254,7 @@ def _train_in_folder(
 
     display = TrainingDisplay(config.training.epochs)
     recorder = EpochRecorder(config, run_dir, display, state, best_weights, len(train_ids),
-                             stop, record, checkpoint)
+                             stop, record, checkpoint, model)
     callbacks: list[Any] = [recorder]
     if config.training.tensorboard:
         callbacks.append(_tensorboard(run_dir))
@@ -257,7 +267,7 @@ def _train_in_folder(
             # resumed epoch can start at the batch after its checkpoint.
             while state.epoch < config.training.epochs and not state.stopped_early:
                 data, _ = train_data(epoch=state.epoch, skip=state.step)
-                model.fit(data, validation_data=val_data, initial_epoch=state.epoch,
+                trainer.fit(data, validation_data=val_data, initial_epoch=state.epoch,
                           epochs=state.epoch + 1, callbacks=callbacks, verbose=0, shuffle=False)
         finally:
             stop.graceful = False
@@ -309,8 +319,11 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def __init__(self, config: Config, run_dir: Path, display: TrainingDisplay,
                  state: TrainingState, best_weights: list[np.ndarray] | None, examples: int,
-                 stop: StopSignals, record: RunRecord, resumed: Checkpoint | None) -> None:
+                 stop: StopSignals, record: RunRecord, resumed: Checkpoint | None,
+                 saved_model: keras.Model) -> None:
         super().__init__()
+        # What model.keras holds: the model itself, not the adversarial trainer around it.
+        self.saved_model = saved_model
         self.monitor = config.training.monitor
         self.patience = config.training.early_stopping_patience
         self.batch_size = config.training.batch_size
@@ -421,7 +434,7 @@ class EpochRecorder(keras.callbacks.Callback):
         if best:
             self.state.best, self.state.best_epoch = value, epoch + 1
             self.best_weights = [w.copy() for w in self.model.get_weights()]
-            write_atomic(self.run_dir / MODEL_FILE, lambda tmp: self.model.save(tmp))
+            write_atomic(self.run_dir / MODEL_FILE, lambda tmp: self.saved_model.save(tmp))
             save_best(self.run_dir, epoch + 1, self.monitor, value, self.run_dir / MODEL_FILE)
         row = {
             "epoch": epoch + 1,

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import zipfile
 
 from conftest import TINY, run_cli, run_cli_without_tensorflow
 
@@ -131,15 +132,18 @@ def test_multiclass_unidirectional_training(toy_files, tmp_path):
     assert abs(sum(record["probabilities"].values()) - 1) < 1e-4
 
 
-def test_wordpiece_cosine_and_max_mean_train_and_predict_alike_in_both_engines(toy_files,
-                                                                                tmp_path):
-    """This session's keys end to end: the ONNX model and the Keras one read the same pieces."""
+def test_accuracy_keys_train_and_predict_alike_in_both_engines(toy_files, tmp_path):
+    """The keys tried for issue 6, end to end: the ONNX model and the Keras one read the same
+    pieces, and an adversarially trained model is saved as the plain functional model."""
     result = run_cli("train", "--bidirectional", *TINY, "--set", f"data.train={toy_files['train']}",
                      "--set", "data.tokenizer=wordpiece", "--set", "model.pooling=max_mean",
-                     "--set", "training.lr_schedule=cosine",
+                     "--set", "training.lr_schedule=cosine", "--set", "training.adversarial=0.5",
+                     "--set", "model.word_dropout=0.1", "--set", "model.normalize_embeddings=true",
                      "--output", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "runs" / "latest"
+    with zipfile.ZipFile(run_dir / "model.keras") as saved:
+        assert json.loads(saved.read("config.json"))["class_name"] == "Functional"
     tokenizer = json.loads((run_dir / "tokenizer.json").read_text())
     assert tokenizer["model"]["type"] == "WordPiece"
     outputs = {}
