@@ -52,13 +52,17 @@ def _tiny_model(vocab_size: int, bidirectional: bool, layers: int, pooling: str,
     keras.utils.set_random_seed(seed)
     config = ModelConfig(bidirectional=bidirectional, layers=layers, units=5, embedding_dim=6,
                          dropout=0.3, word_dropout=0.1, embedding_dropout=0.2,
-                         merge_mode=merge_mode, pooling=pooling)
+                         merge_mode=merge_mode, pooling=pooling,
+                         normalize_embeddings=seed % 3 == 0)
     model = build_model(config, vocab_size, classes)
     # Random weights of a useful size (biases included), so outputs are far from 0.5 and a
     # wrong gate order, direction or mask would show.
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(0.0, 0.6, w.shape).astype(np.float32)
                        for w in model.get_weights()])
+    if config.normalize_embeddings:  # word frequencies: folded into the exported table
+        frequencies = model.get_layer("embedding").frequencies
+        frequencies.assign(np.abs(np.array(frequencies)))
     return model
 
 
