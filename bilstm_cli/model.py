@@ -12,9 +12,10 @@ once instead of every token by it (when the batch has more tokens than the table
 
 from __future__ import annotations
 
+import numpy as np
+
 # Keras' generic RNN loop, the one keras.layers.LSTM itself runs on a CPU (not in the public
 # API; tests/test_model.py checks our use of it against keras.layers.LSTM).
-import numpy as np
 from keras.src import backend as keras_backend
 
 from bilstm_cli import fused_lstm
