@@ -249,7 +249,9 @@ def predict(
         "--probabilities", help="label/tsv: append every class's probability, in the model's "
         "label order.")] = False,
     engine: Annotated[Engine, typer.Option(help=ENGINE_HELP)] = Engine.auto,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Texts read per batch (at most): the model runs them grouped by length; a "
+        "batch goes out as soon as no more input is waiting.")] = 1024,
     errors: Annotated[DecodeErrors, typer.Option(
         help="Invalid UTF-8 in the input: strict (an error naming the line) or replace.")]
         = DecodeErrors.strict,

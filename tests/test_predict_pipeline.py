@@ -237,8 +237,8 @@ def _read_line(process, timeout=120.0):
 def test_each_line_is_answered_before_stdin_closes(run):
     env = {k: v for k, v in os.environ.items() if k != "BILSTM_NATIVE_LOGS"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "bilstm_cli", "predict", "-", "--model", str(run),
-         "--batch-size", "64"],
+        # The default --batch-size (1024): a batch still goes out when no more input waits.
+        [sys.executable, "-m", "bilstm_cli", "predict", "-", "--model", str(run)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=run.parent, env=env, bufsize=0)  # unbuffered: select() sees every pending line
     try:
