@@ -40,7 +40,8 @@ class AdversarialClassifier(keras.Model):
             y_pred = self(x, training=True)
             loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                       training=True)
-        gradients = tape.gradient(loss, variables)
+            scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
+        gradients = tape.gradient(scaled_loss, variables)
 
         # The loss's gradient by each token's embedding: the embedding's gradient is sparse,
         # one row per token of the batch in order (TensorFlow's gather gradient).
@@ -60,9 +61,9 @@ class AdversarialClassifier(keras.Model):
         embedding.perturbation = perturbation
         try:
             with tf.GradientTape() as tape:
-                adversarial_loss = self._compute_loss(
+                adversarial_loss = self.optimizer.scale_loss(self._compute_loss(
                     x=x, y=y, y_pred=self(x, training=True), sample_weight=sample_weight,
-                    training=True)
+                    training=True))
             adversarial_gradients = tape.gradient(adversarial_loss, variables)
         finally:
             embedding.perturbation = None

@@ -80,8 +80,10 @@ class TokenEmbedding(layers.Embedding):
         self.normalize = normalize
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         super().build(input_shape)
-        if self.normalize:
+        if getattr(self, "normalize", False):  # Embedding(weights=...) builds in __init__
             self.frequencies = self.add_weight(
                 shape=(self.input_dim,), initializer="ones", trainable=False,
                 name="frequencies")

@@ -64,7 +64,7 @@ class OnnxEngine:
         if not path.is_file():
             raise UserError(f"{path} is missing: write it with `bilstm export {path.parent}`")
         options = ort.SessionOptions()
-        # One LSTM op at a time: the cores go to the op itself (a batch of 64 texts gains little
+        # One LSTM op at a time: the cores go to the op itself (a batch of texts gains little
         # beyond 4 threads, and a pipeline tool should leave cores to its neighbours). Threads do
         # not busy-wait for the next batch, which on a slow pipe may be seconds away.
         options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
@@ -128,11 +128,20 @@ class Classifier:
         result = np.zeros((len(ids), len(self.labels)), dtype=np.float64)
         lengths = np.array([len(x) for x in ids])
         for bucket in length_batches(lengths, batch_size):
-            rows = max(1, BATCH_TOKENS // max(1, int(lengths[bucket].max())))
-            for start in range(0, len(bucket), rows):
-                batch = bucket[start : start + rows]
+            start = 0
+            while start < len(bucket):
+                # As many texts as fit in BATCH_TOKENS when padded to the longest of them (the
+                # bucket is sorted by length: one long text does not shrink every batch).
+                end, longest = start + 1, max(1, int(lengths[bucket[start]]))
+                while end < len(bucket):
+                    longest = max(longest, int(lengths[bucket[end]]))
+                    if (end + 1 - start) * longest > BATCH_TOKENS:
+                        break
+                    end += 1
+                batch = bucket[start:end]
                 outputs = self.engine.run(pad([ids[i] for i in batch]))
                 result[batch] = class_probabilities(outputs, len(self.labels))
+                start = end
         return result
 
     def predict(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -236,6 +236,8 @@ def _train_in_folder(
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    if trainer is not model:  # model.keras keeps the optimizer's state, as without a trainer
+        model.compile(optimizer=trainer.optimizer, loss=trainer.loss, metrics=["accuracy"])
     train_data = partial(
         _batch_dataset, train_ids, _label_array(splits.train.labels, labels, binary),
         config.training.batch_size, config.training.seed, config.training.bucket_by_length,

@@ -143,7 +143,10 @@ def test_accuracy_keys_train_and_predict_alike_in_both_engines(toy_files, tmp_pa
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "runs" / "latest"
     with zipfile.ZipFile(run_dir / "model.keras") as saved:
-        assert json.loads(saved.read("config.json"))["class_name"] == "Functional"
+        saved_config = json.loads(saved.read("config.json"))
+        assert saved_config["class_name"] == "Functional"
+        assert saved_config["compile_config"]["loss"] == "binary_crossentropy"
+        assert "optimizer" in saved.read("model.weights.h5").decode("latin-1")
     tokenizer = json.loads((run_dir / "tokenizer.json").read_text())
     assert tokenizer["model"]["type"] == "WordPiece"
     outputs = {}

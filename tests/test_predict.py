@@ -84,3 +84,22 @@ def test_batches_of_long_texts_hold_fewer_texts_and_results_keep_input_order(tra
                                rtol=1e-6)
     assert all(rows * steps <= BATCH_TOKENS for rows, steps in engine.shapes)
     assert max(rows for rows, _ in engine.shapes) == 256  # short texts still fill a batch
+
+
+def test_one_long_text_does_not_shrink_the_batches_of_the_short_ones(trained_run):
+    """predict reads up to 1024 lines per batch: one long line among them costs one more
+    engine call, not a batch size cut to fit it for all the others."""
+    from bilstm_cli.predict import Classifier
+
+    class CountingEngine:
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, int]] = []
+
+        def run(self, ids: np.ndarray) -> np.ndarray:
+            self.shapes.append(ids.shape)
+            return np.full((len(ids), 1), 0.5, dtype=np.float32)
+
+    engine = CountingEngine()
+    ids = [np.full(10, 5, dtype=np.int32)] * 1023 + [np.full(3000, 5, dtype=np.int32)]
+    Classifier(trained_run, engine).predict_ids(ids, batch_size=1024)
+    assert engine.shapes == [(1023, 10), (1, 3000)]
