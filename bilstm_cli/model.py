@@ -107,16 +107,15 @@ class TokenEmbedding(layers.Embedding):
 
     def call(self, inputs):
         outputs = super().call(inputs)
-        table = None
         if self.normalize:
             mean, inverse_std = self.statistics()
             outputs = (outputs - mean) * inverse_std
-            table = (tf.convert_to_tensor(self.embeddings) - mean) * inverse_std
         if self.perturbation is not None:
             return outputs + self.perturbation
         if self.compute_dtype == "float32" and not self.quantization_mode:
-            if table is None:
-                table = tf.convert_to_tensor(self.embeddings)
+            table = tf.convert_to_tensor(self.embeddings)
+            if self.normalize:  # the table the outputs are rows of
+                table = (table - mean) * inverse_std
             setattr(outputs, LOOKUP_ATTRIBUTE, (table, ops.cast(inputs, "int32")))
         return outputs
 
