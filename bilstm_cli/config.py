@@ -43,6 +43,7 @@ class DataConfig(Section):
     labels: list[str] | None = Field(None, min_length=2)
     on_bad_row: Literal["error", "skip"] = "error"
     validation_split: float = Field(0.1, gt=0.0, lt=1.0)
+    validation_by: Literal["text", "sentence", "block"] = "text"
     max_examples: int | None = Field(None, ge=2)
     tokenizer: Literal["word", "wordpiece"] = "word"
     max_tokens: int = Field(20000, ge=3)
@@ -95,6 +96,7 @@ class TrainingConfig(Section):
     clipnorm: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     adversarial: float = Field(0.0, ge=0.0)
+    ema_momentum: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping_patience: int = Field(2, ge=0)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     seed: int = Field(42, ge=0)

@@ -7,11 +7,19 @@ points better than textbook Adam, benchmarks/RESULTS.md). Both sums are TensorFl
 sum, single-threaded, about 10% of a BiLSTM training step on this tool's CPU. The kernel's
 scatter op does both in one pass over the rows, on all of the op's threads, and gives the same
 numbers bit for bit; everything else is Keras' Adam as it is.
+
+With `use_ema` (training.ema_momentum) the optimizer also keeps Keras' moving average of every
+trainable weight. Keras' fit copies the averages into the model at the end of every `fit` call;
+the training loop here calls `fit` once per epoch, so this Adam leaves that to `AveragedWeights`,
+which puts them in only while validating and saving.
 """
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
+
+import numpy as np
 
 from bilstm_cli import fused_lstm
 from bilstm_cli.backend import keras, tf
@@ -22,6 +30,9 @@ ops = keras.ops
 @keras.saving.register_keras_serializable(package="bilstm")
 class Adam(keras.optimizers.Adam):
     """keras.optimizers.Adam (same arguments, variables and results), faster on embeddings."""
+
+    def finalize_variable_values(self, var_list: Any) -> None:
+        """Training goes on after `fit` returns (one call per epoch): keep the trained weights."""
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         kernel_ops = fused_lstm.ops()
@@ -48,3 +59,27 @@ class Adam(keras.optimizers.Adam):
             variable,
             ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon)))
         return None
+
+
+class AveragedWeights:
+    """While inside, the model's trainable weights are the optimizer's moving averages; on the
+    way out the trained weights come back and the averages stay as they were."""
+
+    def __init__(self, optimizer: keras.optimizers.Optimizer) -> None:
+        self.pairs = list(zip(optimizer._trainable_variables,
+                              optimizer._model_variables_moving_average, strict=True))
+        self.trained: list[np.ndarray] | None = None
+
+    def __enter__(self) -> AveragedWeights:
+        if self.trained is None:  # not already inside
+            self.trained = [variable.numpy() for variable, _ in self.pairs]
+            for variable, average in self.pairs:
+                variable.assign(average)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self.trained is not None:
+            for (variable, _), value in zip(self.pairs, self.trained, strict=True):
+                variable.assign(value)
+            self.trained = None

@@ -19,6 +19,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -232,7 +233,9 @@ def _train_in_folder(
     trainer.compile(
         optimizer=optimizer.Adam(_learning_rate(config.training, steps),
                                  clipnorm=config.training.clipnorm,
-                                 weight_decay=config.training.weight_decay or None),
+                                 weight_decay=config.training.weight_decay or None,
+                                 use_ema=config.training.ema_momentum > 0,
+                                 ema_momentum=config.training.ema_momentum or 0.99),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -317,7 +320,8 @@ class TrainingDiverged(UserError):
 class EpochRecorder(keras.callbacks.Callback):
     """Per batch: progress, the NaN/inf guard, step checkpoints and the stop signal. Per epoch:
     the table row, history.csv, the best model so far (kept in memory, saved as model.keras and
-    checkpoints/best), early stopping on the monitored metric, and checkpoints/last."""
+    checkpoints/best), early stopping on the monitored metric, and checkpoints/last. With
+    training.ema_momentum, validation and the best model use the weights' moving averages."""
 
     def __init__(self, config: Config, run_dir: Path, display: TrainingDisplay,
                  state: TrainingState, best_weights: list[np.ndarray] | None, examples: int,
@@ -344,6 +348,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epoch = state.epoch
         self.skip = 0
         self.epoch_start = self.train_end = 0.0
+        self.averaging = config.training.ema_momentum > 0
+        self.averaged: optimizer.AveragedWeights | None = None
+        self.validating = ExitStack()
         if resumed is not None:
             self._write_history()  # a kill may have left a row the checkpoint does not have
 
@@ -373,6 +380,20 @@ class EpochRecorder(keras.callbacks.Callback):
             step = self.state.step if mid_epoch else self.steps
             raise TrainingDiverged(self._diverged_message("the weights became inf or nan", step))
         save_last(self.run_dir, self.state, self.model, self.best_weights, metric_state=mid_epoch)
+
+    def _averaged_weights(self) -> AbstractContextManager[Any]:
+        """The optimizer's moving averages in the model while inside (training.ema_momentum)."""
+        if not self.averaging:
+            return nullcontext()
+        if self.averaged is None:  # the optimizer has built its averages by now
+            self.averaged = optimizer.AveragedWeights(self.model.optimizer)
+        return self.averaged
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self.validating.enter_context(self._averaged_weights())
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.validating.close()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch, self.skip = epoch, self.state.step
@@ -435,8 +456,9 @@ class EpochRecorder(keras.callbacks.Callback):
         best = self._improved(value)
         if best:
             self.state.best, self.state.best_epoch = value, epoch + 1
-            self.best_weights = [w.copy() for w in self.model.get_weights()]
-            write_atomic(self.run_dir / MODEL_FILE, lambda tmp: self.saved_model.save(tmp))
+            with self._averaged_weights():
+                self.best_weights = [w.copy() for w in self.model.get_weights()]
+                write_atomic(self.run_dir / MODEL_FILE, lambda tmp: self.saved_model.save(tmp))
             save_best(self.run_dir, epoch + 1, self.monitor, value, self.run_dir / MODEL_FILE)
         row = {
             "epoch": epoch + 1,

@@ -10,7 +10,7 @@ from bilstm_cli.config import DataConfig
 from bilstm_cli.data import load_splits, read_labelled, summarize
 from bilstm_cli.data.builtin import load_builtin
 from bilstm_cli.data.readers import read_rows
-from bilstm_cli.data.splits import Dataset, stratified_split
+from bilstm_cli.data.splits import Dataset, block_split, sentence_split, stratified_split
 from bilstm_cli.errors import UserError
 
 
@@ -92,6 +92,85 @@ def test_stratified_split_is_seeded_and_keeps_class_shares():
     assert len(train) == 900 and not set(train.texts) & set(validation.texts)
     again, _ = stratified_split(data, 0.1, np.random.default_rng(3))
     assert again.texts == train.texts
+
+
+def phrase_treebank(sentences: int) -> Dataset:
+    """SST-2's shape: every sentence with its phrases (runs of whole words) as texts of their
+    own, with trailing spaces and repeats, in no particular order."""
+    rng = np.random.default_rng(0)
+    rows: list[tuple[str, str]] = []
+    for number in range(sentences):
+        label = "pos" if number % 3 else "neg"
+        words = [f"w{number}", *rng.choice(["the", "film", "good", "goodness", "a"], 3),
+                 f"end{number}"]
+        for start in range(len(words)):
+            for stop in range(start + 1, len(words) + 1):
+                rows.append((" ".join(words[start:stop]) + " ", label))
+    rows.append(("the film ", "pos"))  # a repeat, and inside many sentences
+    order = rng.permutation(len(rows))
+    return Dataset([rows[i][0] for i in order], [rows[i][1] for i in order])
+
+
+def test_sentence_split_holds_out_whole_sentences_and_nothing_inside_them():
+    data = phrase_treebank(60)
+    train, validation, left_out = sentence_split(data, 0.1, np.random.default_rng(1))
+    # Validation: the longest phrases only (5 words: one per held-out sentence), stratified.
+    assert {len(text.split()) for text in validation.texts} == {5}
+    assert validation.class_counts() == {"neg": 2, "pos": 4}
+
+    def padded(text: str) -> str:
+        return f" {' '.join(text.split())} "
+
+    held = {padded(text) for text in validation.texts}
+    sentences = {padded(text) for text in data.texts if len(text.split()) == 5}
+    kept = sentences - held
+    trained = {padded(text) for text in train.texts}
+    # Training: every phrase of a training sentence, shared ones ("the film") included...
+    assert trained == {padded(text) for text in data.texts
+                       if any(padded(text) in sentence for sentence in kept)}
+    assert " the film " in trained and " good " in trained and " goodness " in trained
+    # ... and nothing held out: no held-out sentence, nor any phrase only they contain.
+    assert not trained & held
+    left = {padded(text) for text in data.texts} - trained - held
+    assert left and all(any(text in sentence for sentence in held) for text in left)
+    assert left_out == sum(padded(text) in left for text in data.texts) >= 6 * 8
+    again, _, _ = sentence_split(data, 0.1, np.random.default_rng(1))
+    assert again.texts == train.texts
+
+
+def test_block_split_holds_out_runs_of_consecutive_texts_per_class():
+    """IMDB's shape: each class's reviews in groups (movies) of consecutive texts."""
+    labels = ["neg" if i < 10_000 else "pos" for i in range(20_000)]
+    data = Dataset([f"movie{i // 12} review{i}" for i in range(20_000)], labels)
+    train, validation = block_split(data, 0.1, np.random.default_rng(5))
+    assert validation.class_counts() == {"pos": 1000, "neg": 1000}
+    assert len(train) == 18_000 and not set(train.texts) & set(validation.texts)
+    # Held out in blocks of 100, a validation review rarely has its movie in training (only at
+    # a block's two edges); held out one by one, nearly always.
+    def seen(train: Dataset, validation: Dataset) -> float:
+        """The share of validation reviews whose movie has reviews in training."""
+        trained = {text.split()[0] for text in train.texts}
+        return float(np.mean([text.split()[0] in trained for text in validation.texts]))
+
+    assert seen(train, validation) < 0.2
+    assert seen(*stratified_split(data, 0.1, np.random.default_rng(5))) > 0.9
+    again, _ = block_split(data, 0.1, np.random.default_rng(5))
+    assert again.texts == train.texts
+    tiny = Dataset([str(i) for i in range(20)], ["a", "b"] * 10)
+    assert block_split(tiny, 0.1, np.random.default_rng(0))[1].class_counts() == {"a": 1, "b": 1}
+
+
+def test_validation_by_sentence_from_the_config(tmp_path):
+    data = phrase_treebank(40)
+    path = write_tsv(tmp_path / "phrases.tsv", list(zip(data.texts, data.labels, strict=True)))
+    splits = load_splits(files(path, validation_by="sentence"), seed=2)
+    assert {len(text.split()) for text in splits.validation.texts} == {5}
+    assert "10% of its sentences held out" in splits.validation.source
+    assert "phrases inside them left out" in splits.validation.source
+    by_text = load_splits(files(path), seed=2)
+    assert len(by_text.validation) > 3 * len(splits.validation)
+    by_block = load_splits(files(path, validation_by="block"), seed=2)
+    assert "held out in blocks of consecutive texts" in by_block.validation.source
 
 
 def test_splits_from_files_and_label_checks(tmp_path):

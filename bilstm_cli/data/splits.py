@@ -1,11 +1,14 @@
 """Train/validation/test splits from a built-in data set or the user's files.
 
 Validation comes from `data.validation` or a stratified, seeded fraction of train: never from test.
+A fraction of train is a fraction of its texts, of its sentences (phrase-level data such as
+SST-2's train), or of blocks of consecutive texts (data in groups, such as IMDB's reviews, which
+come movie by movie): `data.validation_by`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,9 +104,18 @@ def load_splits(data: DataConfig, seed: int) -> Splits:
     rng = np.random.default_rng(seed)
     if validation is None:
         full = train
-        train, validation = stratified_split(train, data.validation_split, rng)
+        if data.validation_by == "sentence":
+            train, validation, left_out = sentence_split(train, data.validation_split, rng)
+            validation.source = (f"{train.source} ({data.validation_split:.0%} of its sentences "
+                                 f"held out; {left_out} phrases inside them left out)")
+        elif data.validation_by == "block":
+            train, validation = block_split(train, data.validation_split, rng)
+            validation.source = (f"{train.source} ({data.validation_split:.0%} held out in "
+                                 "blocks of consecutive texts)")
+        else:
+            train, validation = stratified_split(train, data.validation_split, rng)
+            validation.source = f"{train.source} ({data.validation_split:.0%} held out)"
         train.reading_report_from(full)
-        validation.source = f"{train.source} ({data.validation_split:.0%} held out)"
     if data.max_examples is not None:
         train = _limit(train, data.max_examples, rng)
         validation = _limit(validation, data.max_examples, rng)
@@ -142,6 +154,94 @@ def stratified_split(
     held_out = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
     keep = np.setdiff1d(np.arange(len(dataset)), held_out)
     return dataset.subset(keep), dataset.subset(held_out)
+
+
+MAX_BLOCK = 100
+
+
+def block_split(
+    dataset: Dataset, fraction: float, rng: np.random.Generator
+) -> tuple[Dataset, Dataset]:
+    """Hold out `fraction` of every class in blocks of consecutive texts (in the data's order).
+
+    IMDB's reviews come movie by movie, up to 30 of each, and its test set is of other movies.
+    Held out one by one, a validation review has the training reviews of its movie beside it,
+    and validation rewards remembering the movie (its title, its cast): it reads about a point
+    above test. Held out in blocks, most validation reviews have no movie in training. Blocks
+    are up to MAX_BLOCK texts, fewer on small data, so that each class holds out about ten."""
+    labels = np.array(dataset.labels)
+    held: list[np.ndarray] = []
+    for label in sorted(set(dataset.labels)):
+        members = np.flatnonzero(labels == label)  # in the data's order
+        wanted = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            wanted = min(max(wanted, 1), len(members) - 1)
+        else:
+            wanted = 0
+        size = max(1, min(MAX_BLOCK, wanted // 10))
+        blocks = [members[start:start + size] for start in range(0, len(members), size)]
+        chosen: list[np.ndarray] = []
+        for block in rng.permutation(len(blocks)):
+            if sum(len(b) for b in chosen) >= wanted:
+                break
+            chosen.append(blocks[block][:wanted - sum(len(b) for b in chosen)])
+        held.extend(chosen)
+    held_out = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
+    keep = np.setdiff1d(np.arange(len(dataset)), held_out)
+    return dataset.subset(keep), dataset.subset(held_out)
+
+
+def sentence_split(
+    dataset: Dataset, fraction: float, rng: np.random.Generator
+) -> tuple[Dataset, Dataset, int]:
+    """Hold out `fraction` of the sentences of phrase-level data, stratified by label.
+
+    SST-2's train is 67,349 phrases, most of them parts of longer ones. Held out at random, a
+    validation phrase has usually been trained on as part of a longer phrase, or its own parts
+    have: validation then scores memory, not the unseen sentences of the test set. Here a
+    sentence is a text that no other text contains (as a run of whole words). Validation is
+    the held-out sentences; training is every text inside a training sentence. Phrases found
+    only inside held-out sentences go to neither side. Returns train, validation and how many
+    texts were left out."""
+    by_text: dict[str, list[int]] = defaultdict(list)
+    for index, text in enumerate(dataset.texts):
+        by_text[" ".join(text.split())].append(index)
+    texts = sorted(by_text, key=lambda text: -len(text.split()))
+    frequency = Counter(word for text in texts for word in set(text.split()))
+
+    def rarest(text: str) -> str:
+        return min(text.split() or [""], key=lambda word: frequency[word])
+
+    # Longest first, so a text's containers are known before it: it is a sentence if none is.
+    sentences: list[str] = []
+    containing: dict[str, list[str]] = defaultdict(list)  # word -> the sentences that have it
+    for text in texts:
+        padded = f" {text} "
+        if not any(padded in f" {sentence} " for sentence in containing[rarest(text)]):
+            sentences.append(text)
+            for word in set(text.split()):
+                containing[word].append(text)
+
+    labels = np.array([dataset.labels[by_text[sentence][0]] for sentence in sentences])
+    held: set[str] = set()
+    for label in sorted(set(labels)):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = min(max(int(round(fraction * len(members))), 1), len(members) - 1) \
+            if len(members) >= 2 else 0
+        held.update(sentences[i] for i in members[:count])
+
+    keep: list[int] = []
+    for text in texts:
+        if text in held:
+            continue
+        padded = f" {text} "
+        if any(padded in f" {sentence} " for sentence in containing[rarest(text)]
+               if sentence not in held):
+            keep.extend(by_text[text])
+    held_out = sorted(index for sentence in held for index in by_text[sentence])
+    left_out = len(dataset) - len(keep) - len(held_out)
+    return dataset.subset(np.array(sorted(keep), dtype=int)), \
+        dataset.subset(np.array(held_out, dtype=int)), left_out
 
 
 def _limit(dataset: Dataset, count: int, rng: np.random.Generator) -> Dataset:
