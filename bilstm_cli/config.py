@@ -157,11 +157,14 @@ def resolve_config_path(name_or_path: str | None) -> Path:
     if name_or_path is None:
         name_or_path = "imdb"
     path = Path(name_or_path)
-    if path.exists():
+    if path.is_file():
         return path
+    # A folder that happens to share a shipped config's name (a data folder `sst2/`) is not it.
     shipped = builtin_config_dir() / f"{name_or_path}.yaml"
     if "/" not in name_or_path and shipped.exists():
         return shipped
+    if path.is_dir():
+        raise UserError(f"--config {name_or_path} is a folder: give a YAML config file")
     names = sorted(p.stem for p in builtin_config_dir().glob("*.yaml") if p.stem != "reference")
     raise UserError(
         f"config file not found: {name_or_path} (give a YAML file, or one of the shipped "

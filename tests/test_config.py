@@ -89,3 +89,12 @@ def test_override_values_are_yaml():
 def test_missing_config_file():
     with pytest.raises(UserError, match="config file not found: nope.yaml"):
         resolve_config_path("nope.yaml")
+
+
+def test_a_folder_named_like_a_shipped_config_is_not_taken_for_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sst2").mkdir()  # e.g. a data folder
+    assert resolve_config_path("sst2").name == "sst2.yaml"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserError, match="--config mine is a folder: give a YAML config file"):
+        resolve_config_path("mine")

@@ -165,12 +165,12 @@ def test_validation_by_sentence_from_the_config(tmp_path):
     path = write_tsv(tmp_path / "phrases.tsv", list(zip(data.texts, data.labels, strict=True)))
     splits = load_splits(files(path, validation_by="sentence"), seed=2)
     assert {len(text.split()) for text in splits.validation.texts} == {5}
-    assert "10% of its sentences held out" in splits.validation.source
-    assert "phrases inside them left out" in splits.validation.source
+    assert "10% of its sentences;" in splits.validation.source
+    assert "of their phrases unused" in splits.validation.source
     by_text = load_splits(files(path), seed=2)
     assert len(by_text.validation) > 3 * len(splits.validation)
     by_block = load_splits(files(path, validation_by="block"), seed=2)
-    assert "held out in blocks of consecutive texts" in by_block.validation.source
+    assert "10% held out in blocks" in by_block.validation.source
 
 
 def test_splits_from_files_and_label_checks(tmp_path):

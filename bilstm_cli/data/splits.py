@@ -106,12 +106,12 @@ def load_splits(data: DataConfig, seed: int) -> Splits:
         full = train
         if data.validation_by == "sentence":
             train, validation, left_out = sentence_split(train, data.validation_split, rng)
-            validation.source = (f"{train.source} ({data.validation_split:.0%} of its sentences "
-                                 f"held out; {left_out} phrases inside them left out)")
+            validation.source = (f"{train.source} ({data.validation_split:.0%} of its "
+                                 f"sentences; {left_out:,} of their phrases unused)")
         elif data.validation_by == "block":
             train, validation = block_split(train, data.validation_split, rng)
             validation.source = (f"{train.source} ({data.validation_split:.0%} held out in "
-                                 "blocks of consecutive texts)")
+                                 "blocks)")
         else:
             train, validation = stratified_split(train, data.validation_split, rng)
             validation.source = f"{train.source} ({data.validation_split:.0%} held out)"
