@@ -1,12 +1,15 @@
 """Accuracy and wall time of the shipped configs: IMDB and SST-2, unidirectional and bidirectional.
 
     BILSTM_DATA_DIR=../shared/data python benchmarks/accuracy.py [--markdown FILE] [--only imdb]
+        [--seeds 42 43 44]
 
 Each run is `bilstm train -c CONFIG --unidirectional|--bidirectional` as a user types it, in its
 own process; the table gives test accuracy (IMDB test, SST-2 dev), validation accuracy, the best
 epoch, seconds per epoch, the run's wall time and its peak memory (RSS: loading, training,
 evaluation and export, all in the one process). It answers the question this tool exists for:
-what the backward direction buys, on the same data, config and seed.
+what the backward direction buys, on the same data, config and seed. With several seeds (one
+model per seed: the seed also picks the validation split and the batch order), a second table
+gives each model's mean and range over them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,10 +30,12 @@ PEERS = {
 }
 
 
-def run(config: str, bidirectional: bool, output: Path, extra: list[str]) -> dict:
+def run(config: str, bidirectional: bool, seed: int | None, output: Path, extra: list[str]
+        ) -> dict:
     direction = "--bidirectional" if bidirectional else "--unidirectional"
     command = [sys.executable, "-m", "bilstm_cli", "train", "-c", config, direction,
-               "--output", str(output), *extra]
+               "--output", str(output), *(["--seed", str(seed)] if seed is not None else []),
+               *extra]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
@@ -42,6 +48,7 @@ def run(config: str, bidirectional: bool, output: Path, extra: list[str]) -> dic
     return {
         "config": config,
         "model": "BiLSTM" if bidirectional else "LSTM",
+        "seed": seed,
         "test": metrics["test"]["accuracy"],
         "validation": metrics["validation"]["accuracy"],
         "best_epoch": f"{metrics['best_epoch']}/{metrics['epochs_run']}",
@@ -57,25 +64,38 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="append the table to this file")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="passed to every run as --set")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="train each model once per seed (default: the config's seed)")
     args = parser.parse_args()
     extra = [item for override in args.overrides for item in ("--set", override)]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for config in (args.only,) if args.only else ("imdb", "sst2"):
             for bidirectional in (False, True):
-                result = run(config, bidirectional, Path(scratch) / f"{config}-{bidirectional}",
-                             extra)
-                print(json.dumps(result), file=sys.stderr)
-                rows.append(result)
+                for seed in args.seeds or [None]:
+                    result = run(config, bidirectional, seed,
+                                 Path(scratch) / f"{config}-{bidirectional}-{seed}", extra)
+                    print(json.dumps(result), file=sys.stderr)
+                    rows.append(result)
     lines = [
-        "| config | model | test accuracy | validation accuracy | best epoch | s/epoch | wall s "
-        "| peak RSS MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| config | model | seed | test accuracy | validation accuracy | best epoch | s/epoch "
+        "| wall s | peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(f"| configs/{r['config']}.yaml | {r['model']} | {r['test']:.4f} | "
-                     f"{r['validation']:.4f} | {r['best_epoch']} | {r['seconds_per_epoch']:.0f} | "
-                     f"{r['wall']:.0f} | {r['peak_rss_mb']:.0f} |")
+        lines.append(f"| configs/{r['config']}.yaml | {r['model']} | {r['seed'] or 'config'} | "
+                     f"{r['test']:.4f} | {r['validation']:.4f} | {r['best_epoch']} | "
+                     f"{r['seconds_per_epoch']:.0f} | {r['wall']:.0f} | {r['peak_rss_mb']:.0f} |")
+    if args.seeds and len(args.seeds) > 1:
+        lines += ["", "| config | model | seeds | test accuracy: mean (range) | "
+                  "validation accuracy: mean (range) |", "| --- | --- | --- | --- | --- |"]
+        for config, model in dict.fromkeys((r["config"], r["model"]) for r in rows):
+            group = [r for r in rows if (r["config"], r["model"]) == (config, model)]
+            cells = [f"{statistics.mean(r[key] for r in group):.4f} "
+                     f"({min(r[key] for r in group):.4f}-{max(r[key] for r in group):.4f})"
+                     for key in ("test", "validation")]
+            lines.append(f"| configs/{config}.yaml | {model} | {len(group)} | {cells[0]} | "
+                         f"{cells[1]} |")
     lines.append("")
     for config in dict.fromkeys(r["config"] for r in rows):
         lines.append(f"- {config} peers on the same test set: {PEERS[config]}")

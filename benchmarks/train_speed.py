@@ -64,7 +64,8 @@ def load_training_ids(examples: int | None):
     from bilstm_cli.data import load_splits
     from bilstm_cli.text import build_tokenizer, encode
 
-    config = load_config(None, [f"data.max_tokens={VOCAB}", f"data.max_length={LENGTH}"]
+    config = load_config(None, [f"data.max_tokens={VOCAB}", f"data.max_length={LENGTH}",
+                                "data.validation_by=text"]
                          + ([f"data.max_examples={examples}"] if examples else []))
     splits = load_splits(config.data, config.training.seed)
     tokenizer = build_tokenizer(splits.train.texts, VOCAB, max_length=LENGTH)
@@ -146,7 +147,9 @@ def bilstm_child(examples: int | None, output: Path) -> dict:
         "--set", "model.pooling=last", "--set", "model.layers=1",
         "--set", "model.word_dropout=0", "--set", "model.embedding_dropout=0",
         "--set", "training.learning_rate=0.001", "--set", "training.lr_schedule=constant",
-        "--set", "data.tokenizer=word", "--set", "output.name=speed",
+        "--set", "data.tokenizer=word", "--set", "data.validation_by=text",
+        "--set", "training.ema_momentum=0", "--set", "training.adversarial=0",
+        "--set", "output.name=speed",
     ] + (["--set", f"data.max_examples={examples}"] if examples else [])
     finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
