@@ -209,21 +209,28 @@ def test_kill_9_after_a_step_checkpoint_then_resume(reference, data, tmp_path):
     assert results(run_dir) == results(reference)
 
 
+def assert_kill_and_resume_ends_as(reference: Path, data: Path, output: Path,
+                                   extra: tuple[str, ...]) -> None:
+    """kill -9 after a mid-epoch checkpoint, then --resume: the same weights and results as
+    `reference`, the same training left alone."""
+    process = start(data, output, "--set", "training.checkpoint_every=7", *extra)
+    run_dir = wait_for_checkpoint(output, process, mid_epoch=True)
+    process.kill()
+    process.communicate()
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(run_dir, reference)
+    assert results(run_dir) == results(reference)
+
+
 def test_a_cosine_schedule_resumes_where_it_stopped(data, tmp_path):
     """The schedule reads the optimizer's step counter, which the checkpoint keeps: a run killed
     mid-epoch ends exactly like the same run left alone (a restarted curve would not)."""
     cosine = ("--set", "training.lr_schedule=cosine")
     straight = run_cli(*args(data, "--output", str(tmp_path / "straight"), *cosine), cwd=data)
     assert straight.returncode == 0, straight.stderr
-    process = start(data, tmp_path / "runs", "--set", "training.checkpoint_every=7", *cosine)
-    run_dir = wait_for_checkpoint(tmp_path / "runs", process, mid_epoch=True)
-    process.kill()
-    process.communicate()
-    result = run_cli("train", "--resume", str(run_dir), cwd=data)
-    assert result.returncode == 0, result.stderr
-    reference = (tmp_path / "straight" / "latest").resolve()
-    assert_same_weights(run_dir, reference)
-    assert results(run_dir) == results(reference)
+    assert_kill_and_resume_ends_as(reference=(tmp_path / "straight" / "latest").resolve(),
+                                   data=data, output=tmp_path / "runs", extra=cosine)
 
 
 KILL_DURING_WRITE = """
@@ -474,11 +481,4 @@ def test_weight_averaging_validates_and_saves_the_average_and_resumes_exactly(da
     assert not any(np.array_equal(array, value) for array in trained for value in saved.values()
                    if array.shape == value.shape and array.size > 8)
 
-    process = start(data, tmp_path / "runs", "--set", "training.checkpoint_every=7", *averaged)
-    run_dir = wait_for_checkpoint(tmp_path / "runs", process, mid_epoch=True)
-    process.kill()
-    process.communicate()
-    result = run_cli("train", "--resume", str(run_dir), cwd=data)
-    assert result.returncode == 0, result.stderr
-    assert_same_weights(run_dir, reference)
-    assert results(run_dir) == results(reference)
+    assert_kill_and_resume_ends_as(reference, data, tmp_path / "runs", averaged)
