@@ -180,12 +180,12 @@ def block_split(
             wanted = 0
         size = max(1, min(MAX_BLOCK, wanted // 10))
         blocks = [members[start:start + size] for start in range(0, len(members), size)]
-        chosen: list[np.ndarray] = []
+        taken = 0
         for block in rng.permutation(len(blocks)):
-            if sum(len(b) for b in chosen) >= wanted:
+            if taken >= wanted:
                 break
-            chosen.append(blocks[block][:wanted - sum(len(b) for b in chosen)])
-        held.extend(chosen)
+            held.append(blocks[block][:wanted - taken])
+            taken += len(held[-1])
     held_out = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
     keep = np.setdiff1d(np.arange(len(dataset)), held_out)
     return dataset.subset(keep), dataset.subset(held_out)
