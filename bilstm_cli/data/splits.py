@@ -9,6 +9,7 @@ come movie by movie): `data.validation_by`.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,14 @@ def _label_order(data: DataConfig, train: Dataset) -> list[str]:
     return list(data.labels)
 
 
+def _held_out_count(fraction: float, members: int) -> int:
+    """How many of a class's `members` to hold out: at least one, and never all, when it has
+    two or more; none of a class of one."""
+    if members < 2:
+        return 0
+    return min(max(int(round(fraction * members)), 1), members - 1)
+
+
 def stratified_split(
     dataset: Dataset, fraction: float, rng: np.random.Generator
 ) -> tuple[Dataset, Dataset]:
@@ -145,12 +154,7 @@ def stratified_split(
     held: list[np.ndarray] = []
     for label in sorted(set(dataset.labels)):
         members = rng.permutation(np.flatnonzero(labels == label))
-        count = int(round(fraction * len(members)))
-        if len(members) >= 2:
-            count = min(max(count, 1), len(members) - 1)
-        else:
-            count = 0
-        held.append(members[:count])
+        held.append(members[:_held_out_count(fraction, len(members))])
     held_out = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
     keep = np.setdiff1d(np.arange(len(dataset)), held_out)
     return dataset.subset(keep), dataset.subset(held_out)
@@ -173,11 +177,7 @@ def block_split(
     held: list[np.ndarray] = []
     for label in sorted(set(dataset.labels)):
         members = np.flatnonzero(labels == label)  # in the data's order
-        wanted = int(round(fraction * len(members)))
-        if len(members) >= 2:
-            wanted = min(max(wanted, 1), len(members) - 1)
-        else:
-            wanted = 0
+        wanted = _held_out_count(fraction, len(members))
         size = max(1, min(MAX_BLOCK, wanted // 10))
         blocks = [members[start:start + size] for start in range(0, len(members), size)]
         taken = 0
@@ -209,15 +209,18 @@ def sentence_split(
     texts = sorted(by_text, key=lambda text: -len(text.split()))
     frequency = Counter(word for text in texts for word in set(text.split()))
 
-    def rarest(text: str) -> str:
-        return min(text.split() or [""], key=lambda word: frequency[word])
+    containing: dict[str, list[str]] = defaultdict(list)  # word -> the sentences that have it
+
+    def containers(text: str) -> Iterator[str]:
+        """The sentences so far that hold `text` (all of them hold its rarest word)."""
+        padded = f" {text} "
+        rarest = min(text.split() or [""], key=lambda word: frequency[word])
+        return (sentence for sentence in containing[rarest] if padded in f" {sentence} ")
 
     # Longest first, so a text's containers are known before it: it is a sentence if none is.
     sentences: list[str] = []
-    containing: dict[str, list[str]] = defaultdict(list)  # word -> the sentences that have it
     for text in texts:
-        padded = f" {text} "
-        if not any(padded in f" {sentence} " for sentence in containing[rarest(text)]):
+        if next(containers(text), None) is None:
             sentences.append(text)
             for word in set(text.split()):
                 containing[word].append(text)
@@ -226,17 +229,11 @@ def sentence_split(
     held: set[str] = set()
     for label in sorted(set(labels)):
         members = rng.permutation(np.flatnonzero(labels == label))
-        count = min(max(int(round(fraction * len(members))), 1), len(members) - 1) \
-            if len(members) >= 2 else 0
-        held.update(sentences[i] for i in members[:count])
+        held.update(sentences[i] for i in members[:_held_out_count(fraction, len(members))])
 
     keep: list[int] = []
     for text in texts:
-        if text in held:
-            continue
-        padded = f" {text} "
-        if any(padded in f" {sentence} " for sentence in containing[rarest(text)]
-               if sentence not in held):
+        if text not in held and any(sentence not in held for sentence in containers(text)):
             keep.extend(by_text[text])
     held_out = sorted(index for sentence in held for index in by_text[sentence])
     left_out = len(dataset) - len(keep) - len(held_out)
