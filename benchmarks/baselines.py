@@ -45,11 +45,11 @@ def features(ids: list[np.ndarray], vocabulary: int) -> sparse.csr_matrix:
     for row, text in enumerate(ids):
         text = text.astype(np.int64)
         bigrams = vocabulary + (text[:-1] * vocabulary + text[1:]) % BIGRAM_BUCKETS
-        both = np.concatenate([text, bigrams])
-        rows.append(np.full(len(both), row))
-        columns.append(both)
-    rows_, columns_ = np.concatenate(rows), np.concatenate(columns)
-    counts = sparse.csr_matrix((np.ones(len(rows_), np.float64), (rows_, columns_)),
+        terms = np.concatenate([text, bigrams])
+        rows.append(np.full(len(terms), row))
+        columns.append(terms)
+    row_index, column_index = np.concatenate(rows), np.concatenate(columns)
+    counts = sparse.csr_matrix((np.ones(len(row_index)), (row_index, column_index)),
                                shape=(len(ids), vocabulary + BIGRAM_BUCKETS))
     counts.sum_duplicates()
     return counts
@@ -96,25 +96,26 @@ def compare(run_dir: Path) -> tuple[list[str], list[str]]:
     vocabulary = tokenizer.get_vocab_size()
 
     start = time.perf_counter()
-    ids = {name: encode(tokenizer, data.texts) for name, data in
-           (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+    parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    ids = {name: encode(tokenizer, data.texts) for name, data in parts.items()}
     labels = {name: np.array([label == positive for label in data.labels], dtype=np.float64)
-              for name, data in (("train", splits.train), ("validation", splits.validation),
-                                 ("test", splits.test))}
-    counts = {name: features(x, vocabulary) for name, x in ids.items()}
-    documents = counts["train"].shape[0]
-    idf = np.log((1 + documents) / (1 + np.asarray((counts["train"] > 0).sum(axis=0)).ravel()))
-    x = {name: tfidf(c, idf + 1.0) for name, c in counts.items()}
+              for name, data in parts.items()}
+    counts = {name: features(texts, vocabulary) for name, texts in ids.items()}
+    # Smoothed idf: ln((1 + documents) / (1 + documents with the term)) + 1.
+    documents_with = np.asarray((counts["train"] > 0).sum(axis=0)).ravel()
+    idf = np.log((1 + len(ids["train"])) / (1 + documents_with)) + 1.0
+    matrices = {name: tfidf(c, idf) for name, c in counts.items()}
     weights, best = None, (-1.0, 0.0, None)
     for c in C_GRID:  # each fit starts from the last: the path is cheap
-        weights = fit_logistic(x["train"], labels["train"], c, weights)
-        accuracy = np.mean((probability(x["validation"], weights) >= 0.5) == labels["validation"])
+        weights = fit_logistic(matrices["train"], labels["train"], c, weights)
+        accuracy = np.mean((probability(matrices["validation"], weights) >= 0.5)
+                           == labels["validation"])
         print(f"{run_dir.name}: C {c:g}, validation accuracy {accuracy:.4f}", file=sys.stderr)
         if accuracy > best[0]:
             best = (accuracy, c, weights.copy())
     baseline_seconds = time.perf_counter() - start
     validation_accuracy, chosen_c, chosen = best
-    baseline = probability(x["test"], chosen)
+    baseline = probability(matrices["test"], chosen)
 
     start = time.perf_counter()
     lstm = classifier.predict_ids(ids["test"])[:, 1]
@@ -125,7 +126,7 @@ def compare(run_dir: Path) -> tuple[list[str], list[str]]:
         right = (p >= 0.5) == truth
         return float(right[where].mean() if where is not None else right.mean())
 
-    lengths = np.array([len(x) for x in ids["test"]])
+    lengths = np.array([len(text) for text in ids["test"]])
     model = "BiLSTM" if config.model.bidirectional else "LSTM"
     summary = (
         f"| {config.data.dataset or run_dir.name} | {model} | {accuracy_of(lstm):.4f} | "
