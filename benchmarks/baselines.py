@@ -127,7 +127,7 @@ def compare(run_dir: Path) -> tuple[list[str], list[str]]:
         return float(right[where].mean() if where is not None else right.mean())
 
     lengths = np.array([len(text) for text in ids["test"]])
-    model = "BiLSTM" if config.model.bidirectional else "LSTM"
+    model = f"{'BiLSTM' if config.model.bidirectional else 'LSTM'}, seed {config.training.seed}"
     summary = (
         f"| {config.data.dataset or run_dir.name} | {model} | {accuracy_of(lstm):.4f} | "
         f"{accuracy_of(baseline):.4f} (C {chosen_c:g}, validation {validation_accuracy:.4f}) | "
@@ -140,7 +140,8 @@ def compare(run_dir: Path) -> tuple[list[str], list[str]]:
         if where.any():
             span = f"{low}+" if high == LENGTH_EDGES[-1] else f"{low}-{high - 1}"
             by_length.append(
-                f"| {config.data.dataset or run_dir.name} | {span} | {int(where.sum())} | "
+                f"| {config.data.dataset or run_dir.name} | {model} | {span} | "
+                f"{int(where.sum())} | "
                 f"{accuracy_of(lstm, where):.4f} | {accuracy_of(baseline, where):.4f} |")
     return [summary], by_length
 
@@ -161,8 +162,8 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *summaries,
         "",
-        "| data | tokens | texts | run's accuracy | TF-IDF + LR accuracy |",
-        "| --- | --- | --- | --- | --- |",
+        "| data | run | tokens | texts | run's accuracy | TF-IDF + LR accuracy |",
+        "| --- | --- | --- | --- | --- | --- |",
         *by_length,
     ]
     text = "\n".join(lines) + "\n"
