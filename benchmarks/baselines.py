@@ -32,7 +32,7 @@ except ImportError:
 from bilstm_cli.config import load_config
 from bilstm_cli.data import load_splits
 from bilstm_cli.predict import Classifier
-from bilstm_cli.text import encode, load_tokenizer
+from bilstm_cli.text import encode
 
 BIGRAM_BUCKETS = 1 << 21
 C_GRID = (3.0, 10.0, 30.0, 100.0)
@@ -68,7 +68,7 @@ def fit_logistic(x: sparse.csr_matrix, y: np.ndarray, c: float,
     """Weights (bias last) minimizing the log loss summed over examples + |w|^2 / (2C)."""
 
     def loss_and_gradient(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = x @ w[:-1] + w[-1]
+        z = logits(x, w)
         p = 1.0 / (1.0 + np.exp(-z))
         loss = np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 / c * np.sum(w[:-1] ** 2)
         gradient = np.append(x.T @ (p - y) + w[:-1] / c, np.sum(p - y))
@@ -80,11 +80,15 @@ def fit_logistic(x: sparse.csr_matrix, y: np.ndarray, c: float,
     return result.x
 
 
+def logits(x: sparse.csr_matrix, w: np.ndarray) -> np.ndarray:
+    return x @ w[:-1] + w[-1]
+
+
 def probability(x: sparse.csr_matrix, w: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(x @ w[:-1] + w[-1])))
+    return 1.0 / (1.0 + np.exp(-logits(x, w)))
 
 
-def compare(run_dir: Path) -> tuple[list[str], list[str]]:
+def compare(run_dir: Path) -> tuple[str, list[str]]:
     """The summary row and the by-length rows for one run folder."""
     config = load_config(run_dir / "config.yaml")
     splits = load_splits(config.data, config.training.seed)
@@ -92,8 +96,9 @@ def compare(run_dir: Path) -> tuple[list[str], list[str]]:
     if len(classifier.labels) != 2 or splits.test is None:
         raise SystemExit(f"{run_dir}: needs a two-class run with a test split")
     positive = classifier.labels[1]
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    tokenizer = classifier.tokenizer  # the run's own: the same vocabulary and truncation
     vocabulary = tokenizer.get_vocab_size()
+    data_name = config.data.dataset or run_dir.name
 
     start = time.perf_counter()
     parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
@@ -129,7 +134,7 @@ def compare(run_dir: Path) -> tuple[list[str], list[str]]:
     lengths = np.array([len(text) for text in ids["test"]])
     model = f"{'BiLSTM' if config.model.bidirectional else 'LSTM'}, seed {config.training.seed}"
     summary = (
-        f"| {config.data.dataset or run_dir.name} | {model} | {accuracy_of(lstm):.4f} | "
+        f"| {data_name} | {model} | {accuracy_of(lstm):.4f} | "
         f"{accuracy_of(baseline):.4f} (C {chosen_c:g}, validation {validation_accuracy:.4f}) | "
         f"{np.mean((lstm >= 0.5) == (baseline >= 0.5)):.4f} | "
         f"{accuracy_of((lstm + baseline) / 2):.4f} | {baseline_seconds:.0f} | "
@@ -140,10 +145,10 @@ def compare(run_dir: Path) -> tuple[list[str], list[str]]:
         if where.any():
             span = f"{low}+" if high == LENGTH_EDGES[-1] else f"{low}-{high - 1}"
             by_length.append(
-                f"| {config.data.dataset or run_dir.name} | {model} | {span} | "
+                f"| {data_name} | {model} | {span} | "
                 f"{int(where.sum())} | "
                 f"{accuracy_of(lstm, where):.4f} | {accuracy_of(baseline, where):.4f} |")
-    return [summary], by_length
+    return summary, by_length
 
 
 def main() -> None:
@@ -154,7 +159,7 @@ def main() -> None:
     summaries, by_length = [], []
     for run_dir in args.runs:
         summary, lengths = compare(run_dir.resolve())
-        summaries += summary
+        summaries.append(summary)
         by_length += lengths
     lines = [
         "| data | run | run's test accuracy | TF-IDF + LR test accuracy | agree | "
