@@ -298,9 +298,10 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
     """Whether `train --resume run_dir` with this config (a dump) continues from
-    `checkpoints/last` (True) or trains the folder from the start (False: `--force`, or no
-    checkpoint was written yet). Raises UserError when it may do neither."""
-    from bilstm_cli.runs import CONFIG_FILE
+    `checkpoints/last` (True; an ensemble's members continue from theirs) or trains the folder
+    from the start (False: `--force`, or no checkpoint was written yet). Raises UserError when
+    it may do neither."""
+    from bilstm_cli.runs import CONFIG_FILE, member_dirs
     from bilstm_cli.runstate import RUN_FILE, read_json
 
     if not (run_dir / CONFIG_FILE).is_file():
@@ -330,13 +331,23 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
             "--force to train this folder again from the start with the new config."
         )
     state = read_state(run_dir)
+    record = read_json(run_dir / RUN_FILE) or {}
+    epochs = config["training"]["epochs"]
+    members = member_dirs(run_dir)
+    if state is None and members:
+        # An ensemble: each member resumes on its own (train._fit_members).
+        states = [read_state(member) for member in members]
+        if record.get("state") == "finished" and not any(
+                s is not None and s.epoch < epochs and not s.stopped_early for s in states):
+            raise UserError(f"{run_dir} has already finished (all its ensemble members): "
+                            "nothing to resume. Give more --epochs to train its members longer "
+                            "(not after early stopping), or --force to train it again")
+        return True
     if state is None:
         return False
-    epochs = config["training"]["epochs"]
     if state.epoch > epochs:
         raise UserError(f"cannot resume {run_dir} with {epochs} epochs: it has done "
                         f"{state.epoch} already")
-    record = read_json(run_dir / RUN_FILE) or {}
     if record.get("state") == "finished" and (state.stopped_early or state.epoch >= epochs):
         why = "stopped early" if state.stopped_early else f"all {state.epoch} epochs done"
         raise UserError(

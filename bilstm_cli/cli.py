@@ -185,19 +185,23 @@ def train(
 def _report_interruption(exc: TrainingInterrupted, run_dir: Path | None) -> None:
     """Say where training stopped and the command that continues it."""
     from bilstm_cli.checkpoint import read_state
+    from bilstm_cli.runs import member_dirs
 
     folder = run_dir or exc.run_dir
     ui.error(f"training interrupted ({exc})")
     if folder is None:
         return
-    state = read_state(folder)
+    # An ensemble's checkpoints are its members': the last one that has any.
+    where_saved = next((member for member in reversed(member_dirs(folder))
+                        if read_state(member) is not None), folder)
+    state = read_state(where_saved)
     if state is None:
         ui.stderr.print(f"no checkpoint was written yet in {folder}; `bilstm train --resume "
                         f"{folder}` starts it from the beginning", markup=False, soft_wrap=True)
         return
     where = (f"batch {state.step} of {state.steps_per_epoch} in epoch {state.epoch + 1}"
              if state.step else f"epoch {state.epoch}")
-    ui.stderr.print(f"checkpoint saved after {where}: {folder / 'checkpoints' / 'last'}",
+    ui.stderr.print(f"checkpoint saved after {where}: {where_saved / 'checkpoints' / 'last'}",
                     markup=False, soft_wrap=True)
     ui.stderr.print(f"resume with: bilstm train --resume {folder}", markup=False,
                     soft_wrap=True)
@@ -207,9 +211,14 @@ def _print_training_result(run_dir: Path, metrics: dict[str, Any]) -> None:
     out = ui.stdout_console()
     final = metrics["test"] or metrics["validation"]
     out.print(f"run: {run_dir}", markup=False)
-    out.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
-              f"({metrics['seconds_per_epoch']:.1f} s/epoch, "
-              f"{metrics['examples_per_second']:.0f} examples/s)", markup=False)
+    for number, fit in enumerate(metrics.get("members") or [metrics], start=1):
+        member = f"member {number} (seed {fit['seed']}): " if "members" in metrics else ""
+        out.print(f"{member}best epoch {fit['best_epoch']} of {fit['epochs_run']} "
+                  f"({fit['seconds_per_epoch']:.1f} s/epoch, "
+                  f"{fit['examples_per_second']:.0f} examples/s)", markup=False)
+    if "members" in metrics:
+        out.print(f"ensemble of {len(metrics['members'])}: the mean of their probabilities "
+                  f"({metrics['training_seconds'] / 60:.1f} minutes of training)", markup=False)
     out.print(f"validation accuracy {metrics['validation']['accuracy']:.4f}", markup=False)
     if metrics["test"]:
         out.print(f"test accuracy {final['accuracy']:.4f}", markup=False)

@@ -32,7 +32,8 @@ def stdout_console() -> Console:
 
 
 def info(message: str) -> None:
-    stderr.print(message, markup=False)
+    # soft_wrap: one line stays one line (rich would break a long path at 80 columns in a log)
+    stderr.print(message, markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:

@@ -13,7 +13,8 @@ follow Keras 3). It mirrors `model.build_model` layer by layer:
   -> pooling: last (Y_h: the forward state after the last real token, the backward state after
        reading back to the first), or max / mean over the real steps
   -> dense head with sigmoid (two classes) or softmax.
-Dropout is the identity at inference and has no node.
+Dropout is the identity at inference and has no node. An ensemble (model.ensemble) is one such
+chain per member from the same ids, and the Mean of their probabilities.
 
 Importing this module does not import TensorFlow; `export_run` does (it loads the Keras model).
 """
@@ -192,17 +193,22 @@ def _merge(graph: _Graph, states: str, axis: int, merge_mode: str | None, units:
     return graph.op(reduce, [states, graph.const("axes", np.array([axis], np.int64))], keepdims=0)
 
 
-def build_onnx(spec: ModelSpec) -> Any:
-    """The ONNX model for a `ModelSpec`: input `ids` int32 [batch, time], output probabilities."""
-    from onnx import TensorProto, checker, helper
+def specs_from_keras(model: Any) -> list[ModelSpec]:
+    """One spec per member of an ensemble (`model.ensemble_model`: members averaged), or the
+    model's own."""
+    kinds = [type(layer).__name__ for layer in model.layers]
+    if "Average" in kinds and set(kinds) <= {"InputLayer", "Functional", "Average"}:
+        return [spec_from_keras(layer) for layer in model.layers
+                if type(layer).__name__ == "Functional"]
+    return [spec_from_keras(model)]
 
-    graph = _Graph()
-    ids = INPUT_NAME
-    zero = graph.const("zero", np.array(0, dtype=np.int32))
-    mask = graph.op("Not", [graph.op("Equal", [ids, zero])], hint="mask")  # [B, T] bool
-    lengths = graph.op("ReduceSum", [graph.op("Cast", [mask], to=TensorProto.INT32),
-                                     graph.const("time_axis", np.array([1], np.int64))],
-                       hint="lengths", keepdims=0)  # [B] int32
+
+def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str, lengths: str,
+                          output: str | None) -> str:
+    """One model's nodes, from the shared ids, mask and lengths to its probabilities (named
+    `output` when given)."""
+    from onnx import TensorProto, helper
+
     time_major = graph.op("Transpose", [ids], perm=[1, 0])  # [T, B]
     x = graph.op("Gather", [graph.const("embedding", spec.embedding), time_major], axis=0)
 
@@ -241,16 +247,42 @@ def build_onnx(spec: ModelSpec) -> Any:
         graph.op("MatMul", [x, graph.const("dense_kernel", spec.dense_kernel)]),
         graph.const("dense_bias", spec.dense_bias),
     ])
+    output = output or graph.name("probabilities")
     if spec.activation == "sigmoid":
-        graph.nodes.append(helper.make_node("Sigmoid", [logits], [OUTPUT_NAME]))
+        graph.nodes.append(helper.make_node("Sigmoid", [logits], [output]))
     else:
-        graph.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_NAME], axis=-1))
+        graph.nodes.append(helper.make_node("Softmax", [logits], [output], axis=-1))
+    return output
 
-    classes = int(spec.dense_kernel.shape[1])
+
+def build_onnx(specs: ModelSpec | Sequence[ModelSpec]) -> Any:
+    """The ONNX model for a `ModelSpec`, or for an ensemble of them (the mean of their
+    probabilities): input `ids` int32 [batch, time], output probabilities."""
+    from onnx import TensorProto, checker, helper
+
+    specs = [specs] if isinstance(specs, ModelSpec) else list(specs)
+    classes = {int(spec.dense_kernel.shape[1]) for spec in specs if spec.dense_kernel is not None}
+    if len(classes) != 1:
+        raise UserError("the ensemble's members do not have the same outputs")
+    graph = _Graph()
+    ids = INPUT_NAME
+    zero = graph.const("zero", np.array(0, dtype=np.int32))
+    mask = graph.op("Not", [graph.op("Equal", [ids, zero])], hint="mask")  # [B, T] bool
+    lengths = graph.op("ReduceSum", [graph.op("Cast", [mask], to=TensorProto.INT32),
+                                     graph.const("time_axis", np.array([1], np.int64))],
+                       hint="lengths", keepdims=0)  # [B] int32
+    if len(specs) == 1:
+        _member_probabilities(graph, specs[0], ids, mask, lengths, OUTPUT_NAME)
+    else:
+        members = [_member_probabilities(graph, spec, ids, mask, lengths, None)
+                   for spec in specs]
+        graph.nodes.append(helper.make_node("Mean", members, [OUTPUT_NAME]))
+
     onnx_graph = helper.make_graph(
         graph.nodes, "bilstm",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT32, ["batch", "time"])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", classes])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
+                                       ["batch", classes.pop()])],
         graph.initializers,
     )
     model = helper.make_model(onnx_graph, producer_name="bilstm",
@@ -264,7 +296,7 @@ def export_model(model: Any, path: Path) -> Path:
     """Write the Keras model's ONNX twin to `path` (atomically)."""
     from bilstm_cli.runs import write_atomic
 
-    proto = build_onnx(spec_from_keras(model))
+    proto = build_onnx(specs_from_keras(model))
     write_atomic(path, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
     return path
 

@@ -344,10 +344,28 @@ def build_model(config: ModelConfig, vocab_size: int, num_classes: int,
     return keras.Model(ids, outputs, name=name)
 
 
+def ensemble_model(members: list[keras.Model]) -> keras.Model:
+    """One model whose output is the mean of the members' probabilities (model.ensemble). It is
+    what an ensemble's model.keras holds, so predict, evaluate and export take it like any other
+    model. The members are renamed member_1, member_2, ... (a model's layer names must differ)."""
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    for index, member in enumerate(members):
+        member.name = f"member_{index + 1}"
+    outputs = layers.Average(name="average")([member(ids) for member in members])
+    return keras.Model(ids, outputs, name="ensemble")
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model]:
+    """The members of an `ensemble_model`, or [model] for a single one."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested or [model]
+
+
 def lstm_parameter_count(model: keras.Model) -> int:
-    """Parameters in the recurrent layers alone (a bidirectional stack has twice as many)."""
+    """Parameters in the recurrent layers alone (a bidirectional stack has twice as many; an
+    ensemble counts every member's)."""
     return sum(
-        layer.count_params() for layer in model.layers
+        layer.count_params() for member in ensemble_members(model) for layer in member.layers
         if isinstance(layer, (layers.LSTM, layers.Bidirectional))
     )
 

@@ -26,6 +26,7 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 DATA_SUMMARY_FILE = "data_summary.json"  # examples per split and class, skipped bad rows
 LATEST = "latest"
+MEMBERS_DIR = "members"  # an ensemble's members, each a run folder of its own: members/1, ...
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -111,6 +112,15 @@ def resolve_model(path: str | None, default_dir: str = "runs") -> Path:
                 "interrupted before it finished?)"
             )
     return target.resolve()
+
+
+def member_dirs(run_dir: Path) -> list[Path]:
+    """An ensemble's member folders in member order (none for a single model)."""
+    folder = run_dir / MEMBERS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
+                  key=lambda p: int(p.name))
 
 
 def read_labels(run_dir: Path) -> list[str]:

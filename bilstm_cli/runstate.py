@@ -183,7 +183,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
                    default=None) if rows and all(monitor in r for r in rows) else None
     test = metrics.get("test") or None
     dataset = data.get("dataset") or (Path(data["train"]).name if data.get("train") else None)
-    return {
+    described = {
         "name": run_dir.name,
         "path": str(run_dir),
         "started": (record or {}).get("started"),
@@ -197,6 +197,20 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "test_accuracy": test.get("accuracy") if test else None,
         "state": run_state(run_dir, record),
     }
+    count = int(model.get("ensemble") or 1)
+    if count > 1:
+        # An ensemble: epochs over all its members, and the averaged model's validation.
+        from bilstm_cli.runs import member_dirs
+
+        members = [describe_run(member) for member in member_dirs(run_dir)]
+        validation = metrics.get("validation") or {}
+        described.update(
+            model=f"{described['model']} x{count}",
+            epochs_done=sum(m["epochs_done"] for m in members),
+            epochs=count * training["epochs"] if training.get("epochs") else None,
+            best_epoch=None, best_val_loss=None,
+            best_val_accuracy=validation.get("accuracy"))
+    return described
 
 
 def list_runs(folder: Path) -> list[dict[str, Any]]:

@@ -48,12 +48,13 @@ from bilstm_cli.data.splits import class_weights
 from bilstm_cli.errors import UserError
 from bilstm_cli.export import export_model
 from bilstm_cli.interrupt import StopSignals, TrainingInterrupted
-from bilstm_cli.model import build_model
+from bilstm_cli.model import build_model, ensemble_model
 from bilstm_cli.runs import (
     CONFIG_FILE,
     DATA_SUMMARY_FILE,
     HISTORY_FILE,
     LABELS_FILE,
+    MEMBERS_DIR,
     METRICS_FILE,
     MODEL_FILE,
     ONNX_FILE,
@@ -64,7 +65,7 @@ from bilstm_cli.runs import (
     write_json_atomic,
     write_text_atomic,
 )
-from bilstm_cli.runstate import RunLock, RunRecord, command_line, versions
+from bilstm_cli.runstate import RUN_FILE, RunLock, RunRecord, command_line, versions
 from bilstm_cli.text import encode, length_batches, pad, save_tokenizer, tokenizer_for
 
 Log = Callable[[str], None]
@@ -171,12 +172,44 @@ def _machine() -> dict[str, Any]:
 
 def _start_over(run_dir: Path) -> None:
     """A fresh training in a folder that may hold an earlier one (`--force`): its checkpoints,
-    history, model and metrics go; nothing of it may leak into the new run."""
+    history, model, metrics and ensemble members go; nothing of it may leak into the new run."""
+    import shutil
+
     from bilstm_cli.checkpoint import clear
 
     clear(run_dir)
+    shutil.rmtree(run_dir / MEMBERS_DIR, ignore_errors=True)
     for name in (HISTORY_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE):
         (run_dir / name).unlink(missing_ok=True)
+
+
+@dataclass
+class Fit:
+    """One trained model (the best epoch's weights) and how its training went."""
+
+    model: keras.Model
+    summary: dict[str, Any]
+
+
+@dataclass
+class Prepared:
+    """What every model of a run shares: the split, labels, tokenizer and token ids."""
+
+    splits: Splits
+    labels: list[str]
+    tokenizer: Tokenizer
+    train_ids: list[np.ndarray]
+    val_ids: list[np.ndarray]
+    example_weights: np.ndarray | None
+
+
+def _write_run_files(run_dir: Path, config: Config, data: Prepared,
+                     summary: dict[str, Any]) -> None:
+    """What `predict` and `evaluate` read besides the model, and what was trained on."""
+    write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(config))
+    write_json_atomic(run_dir / LABELS_FILE, {"labels": data.labels})
+    write_json_atomic(run_dir / DATA_SUMMARY_FILE, summary)
+    save_tokenizer(data.tokenizer, run_dir / TOKENIZER_FILE)
 
 
 def _train_in_folder(
@@ -199,29 +232,150 @@ def _train_in_folder(
         tf.config.experimental.enable_op_determinism()
     splits = splits or load_splits(config.data, config.training.seed)
     labels = splits.labels or sorted(set(splits.train.labels))
-    binary = len(labels) == 2
 
     log(f"run folder: {run_dir}")
-    checkpoint = load_last(run_dir) if resume else None
     if not resume:
         _start_over(run_dir)
-    write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(config))
-    write_json_atomic(run_dir / LABELS_FILE, {"labels": labels})
     # What was trained on: counts per split and class, skipped bad rows, class weights.
     tokenizer = tokenizer or tokenizer_for(config.data, splits.train.texts)
-    write_json_atomic(run_dir / DATA_SUMMARY_FILE, summary or summarize(splits, config, tokenizer))
+    summary = summary or summarize(splits, config, tokenizer)
     weights = class_weights(config.training.class_weight, labels, splits.train.labels)
     if weights:
         log("class weights: " + ", ".join(f"{k} {v:.4g}" for k, v in weights.items()))
-
-    save_tokenizer(tokenizer, run_dir / TOKENIZER_FILE)
-    train_ids = encode(tokenizer, splits.train.texts)
-    val_ids = encode(tokenizer, splits.validation.texts)
+    data = Prepared(
+        splits, labels, tokenizer, encode(tokenizer, splits.train.texts),
+        encode(tokenizer, splits.validation.texts),
+        None if weights is None else
+        np.array([weights[label] for label in splits.train.labels], dtype=np.float32))
+    _write_run_files(run_dir, config, data, summary)
     log(f"vocabulary: {tokenizer.get_vocab_size()} tokens; labels: {', '.join(labels)}")
 
-    steps = -(-len(train_ids) // config.training.batch_size)
-    vocab_size = tokenizer.get_vocab_size()
-    counts = np.bincount(np.concatenate(train_ids), minlength=vocab_size) \
+    if config.model.ensemble > 1:
+        fits = _fit_members(config, log, run_dir, data, summary, resume, stop, record)
+        model = ensemble_model([fit.model for fit in fits])
+        write_atomic(run_dir / MODEL_FILE, lambda tmp: model.save(tmp))
+    else:
+        fits = [_fit(config, log, run_dir, data, resume, stop, record)]
+        model = fits[0].model
+    # The best model for ONNX Runtime too, so `predict` runs without TensorFlow.
+    export_model(model, run_dir / ONNX_FILE)
+
+    from bilstm_cli.evaluate import evaluate_dataset
+    from bilstm_cli.predict import Classifier, TensorFlowEngine
+
+    classifier = Classifier(run_dir, TensorFlowEngine(model))
+    metrics: dict[str, Any] = {
+        **_summaries(fits),
+        "validation": evaluate_dataset(classifier, splits.validation),
+        "test": evaluate_dataset(classifier, splits.test) if splits.test is not None else None,
+    }
+    write_json_atomic(run_dir / METRICS_FILE, metrics)
+    if len(fits) == 1:
+        record.end("finished", epochs_done=metrics["epochs_run"],
+                   best_epoch=metrics["best_epoch"], stopped_early=metrics["stopped_early"])
+    else:
+        record.end("finished", members_done=len(fits))
+    mark_latest(run_dir)
+    return TrainResult(run_dir, metrics)
+
+
+def _summaries(fits: list[Fit]) -> dict[str, Any]:
+    """metrics.json's account of the training: the one model's, or each member's and the
+    totals."""
+    if len(fits) == 1:
+        return fits[0].summary
+    members = [fit.summary for fit in fits]
+    return {
+        "members": members,
+        "monitor": members[0]["monitor"],
+        "training_seconds": sum(m["training_seconds"] for m in members),
+        "seconds_per_epoch": float(np.median([m["seconds_per_epoch"] for m in members])),
+        "examples_per_second": float(np.median([m["examples_per_second"] for m in members])),
+    }
+
+
+def member_config(config: Config, index: int) -> Config:
+    """Member `index` (from 0) of an ensemble: a single model with its own seed. The split is
+    the ensemble's (made once from training.seed), so every member validates on the same texts."""
+    return config.model_copy(update={
+        "model": config.model.model_copy(update={"ensemble": 1}),
+        "training": config.training.model_copy(
+            update={"seed": config.training.seed + 1000 * index}),
+    })
+
+
+def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
+                 summary: dict[str, Any], resume: bool, stop: StopSignals,
+                 record: RunRecord) -> list[Fit]:
+    """Train an ensemble's members one after the other, each in its own run folder
+    (members/1, ...) with its own checkpoints: a resumed ensemble keeps the finished members and
+    continues the one that was interrupted."""
+    from bilstm_cli.checkpoint import has_checkpoint
+    from bilstm_cli.predict import load_keras_model
+    from bilstm_cli.runstate import read_json
+
+    count = config.model.ensemble
+    fits: list[Fit] = []
+    for index in range(count):
+        member = member_config(config, index)
+        member_dir = run_dir / MEMBERS_DIR / str(index + 1)
+        member_dir.mkdir(parents=True, exist_ok=True)
+        log(f"ensemble member {index + 1} of {count} (seed {member.training.seed}): "
+            f"{MEMBERS_DIR}/{index + 1}")
+        saved = read_json(member_dir / RUN_FILE) or {}
+        metrics = read_json(member_dir / METRICS_FILE)
+        if resume and saved.get("state") == "finished" and metrics and \
+                (member_dir / MODEL_FILE).is_file() and \
+                (metrics["stopped_early"] or metrics["epochs_run"] >= member.training.epochs):
+            log(f"member {index + 1} finished before: kept")
+            fits.append(Fit(_weights_only(load_keras_model(member_dir / MODEL_FILE), member,
+                                          data), metrics))
+            continue
+        continuing = resume and has_checkpoint(member_dir)
+        member_record = RunRecord.start(
+            member_dir, record.data["command"], member.training.seed,
+            member.training.deterministic, continuing, record.data["machine"],
+            record.data["versions"])
+        try:
+            if not continuing:
+                _start_over(member_dir)
+            _write_run_files(member_dir, member, data, summary)
+            fit = _fit(member, log, member_dir, data, continuing, stop, member_record)
+            export_model(fit.model, member_dir / ONNX_FILE)  # a member predicts on its own too
+            write_json_atomic(member_dir / METRICS_FILE, fit.summary)
+        except TrainingInterrupted as exc:
+            member_record.end("interrupted", interrupted=str(exc))
+            raise
+        except BaseException as exc:
+            member_record.end("failed", error=str(exc) or type(exc).__name__)
+            raise
+        member_record.end("finished", epochs_done=fit.summary["epochs_run"],
+                          best_epoch=fit.summary["best_epoch"],
+                          stopped_early=fit.summary["stopped_early"])
+        record.update(members_done=index + 1)
+        fits.append(Fit(_weights_only(fit.model, member, data), fit.summary))
+    return fits
+
+
+def _weights_only(model: keras.Model, config: Config, data: Prepared) -> keras.Model:
+    """The model rebuilt with its weights but no optimizer: an ensemble's model.keras holds its
+    members' weights, not their training state (members/<i>/model.keras keeps that)."""
+    copy = build_model(config.model, data.tokenizer.get_vocab_size(), len(data.labels))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
+         stop: StopSignals, record: RunRecord) -> Fit:
+    """Build, compile and fit one model in `run_dir` (its checkpoints, history and
+    model.keras), from `checkpoints/last` when resuming; the best epoch's weights at the end."""
+    keras.utils.set_random_seed(config.training.seed)
+    splits, labels = data.splits, data.labels
+    binary = len(labels) == 2
+    checkpoint = load_last(run_dir) if resume else None
+    steps = -(-len(data.train_ids) // config.training.batch_size)
+    vocab_size = data.tokenizer.get_vocab_size()
+    counts = np.bincount(np.concatenate(data.train_ids), minlength=vocab_size) \
         if config.model.normalize_embeddings else None
     model = build_model(config.model, vocab_size, len(labels), counts)
     if config.training.adversarial:
@@ -242,12 +396,11 @@ def _train_in_folder(
     if trainer is not model:  # model.keras keeps the optimizer's state, as without a trainer
         model.compile(optimizer=trainer.optimizer, loss=trainer.loss, metrics=["accuracy"])
     train_data = partial(
-        _batch_dataset, train_ids, _label_array(splits.train.labels, labels, binary),
+        _batch_dataset, data.train_ids, _label_array(splits.train.labels, labels, binary),
         config.training.batch_size, config.training.seed, config.training.bucket_by_length,
-        None if weights is None else
-        np.array([weights[label] for label in splits.train.labels], dtype=np.float32))
+        data.example_weights)
     val_data, _ = _batch_dataset(
-        val_ids, _label_array(splits.validation.labels, labels, binary),
+        data.val_ids, _label_array(splits.validation.labels, labels, binary),
         config.training.batch_size, None, config.training.bucket_by_length)
     state, best_weights = TrainingState(steps_per_epoch=steps), None
     if checkpoint is not None:
@@ -258,8 +411,8 @@ def _train_in_folder(
         log(f"resuming from {checkpoint.path.name}: {state.epoch} epochs done{where}")
 
     display = TrainingDisplay(config.training.epochs)
-    recorder = EpochRecorder(config, run_dir, display, state, best_weights, len(train_ids),
-                             stop, record, checkpoint, model)
+    recorder = EpochRecorder(config, run_dir, display, state, best_weights,
+                             len(data.train_ids), stop, record, checkpoint, model)
     callbacks: list[Any] = [recorder]
     if config.training.tensorboard:
         callbacks.append(_tensorboard(run_dir))
@@ -271,36 +424,28 @@ def _train_in_folder(
             # One fit call per epoch: each epoch's batches are built for that epoch alone, so a
             # resumed epoch can start at the batch after its checkpoint.
             while state.epoch < config.training.epochs and not state.stopped_early:
-                data, _ = train_data(epoch=state.epoch, skip=state.step)
-                trainer.fit(data, validation_data=val_data, initial_epoch=state.epoch,
-                          epochs=state.epoch + 1, callbacks=callbacks, verbose=0, shuffle=False)
+                batches, _ = train_data(epoch=state.epoch, skip=state.step)
+                trainer.fit(batches, validation_data=val_data, initial_epoch=state.epoch,
+                            epochs=state.epoch + 1, callbacks=callbacks, verbose=0,
+                            shuffle=False)
         finally:
             stop.graceful = False
     if recorder.best_weights is not None:
         model.set_weights(recorder.best_weights)
-    # The best model for ONNX Runtime too, so `predict` runs without TensorFlow.
-    export_model(model, run_dir / ONNX_FILE)
-
-    from bilstm_cli.evaluate import evaluate_dataset
-    from bilstm_cli.predict import Classifier, TensorFlowEngine
-
-    classifier = Classifier(run_dir, TensorFlowEngine(model))
-    metrics: dict[str, Any] = {
+    rows = recorder.rows
+    best = rows[recorder.best_epoch - 1]
+    return Fit(model, {
+        "seed": config.training.seed,
         "best_epoch": recorder.best_epoch,
-        "epochs_run": len(recorder.rows),
+        "epochs_run": len(rows),
         "stopped_early": recorder.stopped_early,
         "monitor": config.training.monitor,
-        "validation": evaluate_dataset(classifier, splits.validation),
-        "test": evaluate_dataset(classifier, splits.test) if splits.test is not None else None,
-        "seconds_per_epoch": float(np.median([r["seconds"] for r in recorder.rows])),
-        "examples_per_second": float(np.median([r["examples_per_second"]
-                                                 for r in recorder.rows])),
-    }
-    write_json_atomic(run_dir / METRICS_FILE, metrics)
-    record.end("finished", epochs_done=len(recorder.rows), best_epoch=recorder.best_epoch,
-               stopped_early=recorder.stopped_early)
-    mark_latest(run_dir)
-    return TrainResult(run_dir, metrics)
+        "best_val_loss": best["val_loss"],
+        "best_val_accuracy": best["val_accuracy"],
+        "training_seconds": float(sum(r["seconds"] for r in rows)),
+        "seconds_per_epoch": float(np.median([r["seconds"] for r in rows])),
+        "examples_per_second": float(np.median([r["examples_per_second"] for r in rows])),
+    })
 
 
 def _tensorboard(run_dir: Path) -> Any:

@@ -127,6 +127,7 @@ TINY = [
     "--set", "data.dataset=null", "--set", "model.units=8", "--set", "model.embedding_dim=8",
     "--set", "training.learning_rate=0.02", "--set", "data.max_tokens=100",
     "--epochs", "4", "--batch-size", "16",
+    "--set", "model.ensemble=1",  # whatever configs/imdb.yaml ships: one model
 ]
 
 

@@ -88,6 +88,38 @@ def test_onnx_matches_keras(run_folder, bidirectional, layers, pooling):
     assert expected.std() > 0.01  # the texts really get different answers
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_an_ensemble_exports_as_the_mean_of_its_members(run_folder, tmp_path, classes):
+    """model.ensemble: one ONNX graph (one chain per member from the same ids, then their
+    Mean) gives what the Keras ensemble gives, and that is the mean of the members' own
+    probabilities; the ensemble's model.keras loads back (nested members and all)."""
+    from bilstm_cli.model import ensemble_members, ensemble_model
+    from bilstm_cli.predict import load_keras_model
+
+    folder, vocab_size = run_folder
+    members = [_tiny_model(vocab_size, bidirectional, 1, pooling, "concat", classes, seed)
+               for seed, (bidirectional, pooling) in
+               enumerate([(True, "max_mean"), (True, "last"), (False, "max")], start=40)]
+    (folder / "labels.json").write_text(json.dumps({"labels": [f"c{i}" for i in
+                                                               range(classes)]}))
+    alone = [Classifier(folder, TensorFlowEngine(member)) for member in members]
+    texts = AWKWARD + _random_texts(30, seed=classes)
+    expected = np.mean([clf.predict(texts, 7) for clf in alone], axis=0)
+    model = ensemble_model(members)
+    assert [m.name for m in ensemble_members(model)] == ["member_1", "member_2", "member_3"]
+    np.testing.assert_allclose(Classifier(folder, TensorFlowEngine(model)).predict(texts, 7),
+                               expected, atol=1e-6)
+    onnx_path = export_model(model, tmp_path / "ensemble.onnx")
+    got = Classifier(folder, OnnxEngine(onnx_path)).predict(texts, 7)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert np.abs(got - alone[0].predict(texts, 7)).max() > 0.01  # not just the first member
+
+    model.save(tmp_path / "ensemble.keras")
+    loaded = load_keras_model(tmp_path / "ensemble.keras")
+    np.testing.assert_allclose(Classifier(folder, TensorFlowEngine(loaded)).predict(texts, 7),
+                               expected, atol=1e-6)
+
+
 def test_backward_final_state_is_keras_backward_output(run_folder):
     """Pooling `last` in a BiLSTM: the backward half is the state after reading each text back
     to its first word, never one that started in the padding."""

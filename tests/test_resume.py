@@ -41,6 +41,7 @@ def args(data: Path, *extra: str) -> list[str]:
         "--set", "model.units=8", "--set", "model.embedding_dim=8",
         "--set", "data.max_tokens=100", "--set", "training.early_stopping_patience=0",
         "--set", "training.lr_schedule=constant",  # whatever configs/imdb.yaml ships
+        "--set", "model.ensemble=1",
         "--epochs", str(EPOCHS), "--batch-size", "16", *extra,
     ]
 
@@ -54,11 +55,12 @@ def start(data: Path, output: Path, *extra: str) -> subprocess.Popen:
 
 
 def wait_for_checkpoint(output: Path, process: subprocess.Popen, mid_epoch: bool = False,
-                        timeout: float = 240) -> Path:
-    """The run folder, once `checkpoints/last` exists (at a step > 0 with `mid_epoch`)."""
+                        timeout: float = 240, folder: str = "*") -> Path:
+    """The run folder (matching `folder` under `output`), once its `checkpoints/last` exists (at
+    a step > 0 with `mid_epoch`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for last in output.glob("*/checkpoints/last"):
+        for last in output.glob(f"{folder}/checkpoints/last"):
             if not mid_epoch or not os.readlink(last).split("-s")[1].startswith("000000"):
                 return last.parent.parent
         assert process.poll() is None, process.communicate()
@@ -86,8 +88,11 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def results(run_dir: Path) -> tuple[dict, list[dict]]:
     """metrics.json and history.csv without the timings."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("seconds_per_epoch", "examples_per_second"):
-        metrics.pop(key)
+    for summary in [metrics, *metrics.get("members", [])]:
+        for key in ("seconds_per_epoch", "examples_per_second", "training_seconds"):
+            summary.pop(key)
+    if "members" in metrics:  # an ensemble: its members' histories
+        return metrics, [results(member)[1] for member in sorted((run_dir / "members").iterdir())]
     lines = (run_dir / "history.csv").read_text().splitlines()
     header = lines[0].split(",")
     history = [{k: v for k, v in zip(header, line.split(",")) if k not in TIMING}
@@ -231,6 +236,39 @@ def test_a_cosine_schedule_resumes_where_it_stopped(data, tmp_path):
     assert straight.returncode == 0, straight.stderr
     assert_kill_and_resume_ends_as(reference=(tmp_path / "straight" / "latest").resolve(),
                                    data=data, output=tmp_path / "runs", extra=cosine)
+
+
+def test_an_ensemble_killed_in_its_second_member_resumes_there(data, tmp_path):
+    """model.ensemble: each member trains in members/<i> with checkpoints of its own. A kill -9
+    in the second member, then --resume: the first is kept as it was, the second continues from
+    its checkpoint, and the ensemble ends exactly like the same training left alone."""
+    ensemble = ("--set", "model.ensemble=2")
+    straight = run_cli(*args(data, "--output", str(tmp_path / "straight"), *ensemble), cwd=data)
+    assert straight.returncode == 0, straight.stderr
+    reference = (tmp_path / "straight" / "latest").resolve()
+    assert "member 2 (seed 1042): best epoch" in straight.stdout
+    assert json.loads((reference / "members" / "2" / "run.json").read_text())["seed"] == 1042
+
+    process = start(data, tmp_path / "runs", "--set", "training.checkpoint_every=7", *ensemble)
+    member = wait_for_checkpoint(tmp_path / "runs", process, mid_epoch=True,
+                                 folder="*/members/2")
+    process.kill()
+    process.communicate()
+    run_dir = member.parent.parent
+    first = (run_dir / "members" / "1" / "run.json").read_text()
+    assert json.loads(first)["state"] == "finished"
+    listed = json.loads(run_cli("runs", str(tmp_path / "runs"), "--json", cwd=data).stdout)
+    assert listed[0]["state"] == "interrupted" and listed[0]["model"] == "bi x2"
+
+    result = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert "member 1 finished before: kept" in result.stderr
+    assert "resuming from" in result.stderr
+    assert (run_dir / "members" / "1" / "run.json").read_text() == first
+    assert_same_weights(run_dir, reference)
+    assert results(run_dir) == results(reference)
+    again = run_cli("train", "--resume", str(run_dir), cwd=data)
+    assert again.returncode == 2 and "already finished" in again.stderr
 
 
 KILL_DURING_WRITE = """
