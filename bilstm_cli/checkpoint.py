@@ -301,13 +301,18 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
     `checkpoints/last` (True; an ensemble's members continue from theirs) or trains the folder
     from the start (False: `--force`, or no checkpoint was written yet). Raises UserError when
     it may do neither."""
-    from bilstm_cli.runs import CONFIG_FILE, member_dirs
+    from bilstm_cli.runs import CONFIG_FILE, MEMBERS_DIR, member_dirs
     from bilstm_cli.runstate import RUN_FILE, read_json
 
     if not (run_dir / CONFIG_FILE).is_file():
         what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
         raise UserError(f"cannot resume {run_dir}: it {what} (give a run folder made by "
                         "`bilstm train`)")
+    ensemble = run_dir.resolve().parent.parent
+    if run_dir.resolve().parent.name == MEMBERS_DIR and (ensemble / CONFIG_FILE).is_file():
+        # A member trained on the ensemble's split, which its own seed would not remake.
+        raise UserError(f"{run_dir} is a member of the ensemble {ensemble}: resume the "
+                        f"ensemble instead (bilstm train --resume {ensemble})")
     from bilstm_cli.runstate import lock_owner, pid_alive
 
     owner = lock_owner(run_dir)
@@ -337,6 +342,10 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
     if state is None and members:
         # An ensemble: each member resumes on its own (train._fit_members).
         states = [read_state(member) for member in members]
+        done = max((s.epoch for s in states if s is not None), default=0)
+        if done > epochs:
+            raise UserError(f"cannot resume {run_dir} with {epochs} epochs: a member has done "
+                            f"{done} already")
         if record.get("state") == "finished" and not any(
                 s is not None and s.epoch < epochs and not s.stopped_early for s in states):
             raise UserError(f"{run_dir} has already finished (all its ensemble members): "

@@ -185,16 +185,19 @@ def train(
 def _report_interruption(exc: TrainingInterrupted, run_dir: Path | None) -> None:
     """Say where training stopped and the command that continues it."""
     from bilstm_cli.checkpoint import read_state
-    from bilstm_cli.runs import member_dirs
 
     folder = run_dir or exc.run_dir
     ui.error(f"training interrupted ({exc})")
     if folder is None:
         return
-    # An ensemble's checkpoints are its members': the last one that has any.
-    where_saved = next((member for member in reversed(member_dirs(folder))
-                        if read_state(member) is not None), folder)
+    # An ensemble's checkpoints are its members': the one that was training.
+    where_saved = exc.member_dir or folder
     state = read_state(where_saved)
+    if state is None and exc.member_dir is not None:
+        ui.stderr.print(f"no checkpoint of {exc.member_dir.name} was written yet; `bilstm train "
+                        f"--resume {folder}` keeps the members before it and starts this one "
+                        "from the beginning", markup=False, soft_wrap=True)
+        return
     if state is None:
         ui.stderr.print(f"no checkpoint was written yet in {folder}; `bilstm train --resume "
                         f"{folder}` starts it from the beginning", markup=False, soft_wrap=True)

@@ -26,6 +26,7 @@ class TrainingInterrupted(Exception):
         self.signum = signum
         self.where = where
         self.run_dir: Path | None = None  # set by train(): the folder to resume
+        self.member_dir: Path | None = None  # an ensemble's member that was training
 
     @property
     def exit_code(self) -> int:

@@ -42,15 +42,22 @@ def load_keras_model(path: Path) -> Any:
 
 
 class TensorFlowEngine:
-    """Runs the Keras model."""
+    """Runs the Keras model; an ensemble's members one after another, so that only one
+    member's activations are in memory at a time (the mean is the ensemble model's output)."""
 
     name = "tf"
 
     def __init__(self, model: Any) -> None:
+        from bilstm_cli.model import ensemble_members
+
         self.model = load_keras_model(Path(model)) if isinstance(model, (str, Path)) else model
+        self.members = ensemble_members(self.model)
 
     def run(self, ids: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_on_batch(ids))
+        if len(self.members) == 1:
+            return np.asarray(self.model.predict_on_batch(ids))
+        return np.mean([np.asarray(member.predict_on_batch(ids)) for member in self.members],
+                       axis=0)
 
 
 class OnnxEngine:

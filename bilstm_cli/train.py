@@ -274,7 +274,8 @@ def _train_in_folder(
         record.end("finished", epochs_done=metrics["epochs_run"],
                    best_epoch=metrics["best_epoch"], stopped_early=metrics["stopped_early"])
     else:
-        record.end("finished", members_done=len(fits))
+        record.end("finished", members_done=len(fits),
+                   epochs_done=sum(fit.summary["epochs_run"] for fit in fits))
     mark_latest(run_dir)
     return TrainResult(run_dir, metrics)
 
@@ -332,8 +333,10 @@ def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
                                           data), metrics))
             continue
         continuing = resume and has_checkpoint(member_dir)
+        # This session's command (a resumed record's first one is the original).
+        command = (record.data.get("resumed") or [record.data])[-1]["command"]
         member_record = RunRecord.start(
-            member_dir, record.data["command"], member.training.seed,
+            member_dir, command, member.training.seed,
             member.training.deterministic, continuing, record.data["machine"],
             record.data["versions"])
         try:
@@ -345,6 +348,7 @@ def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
             write_json_atomic(member_dir / METRICS_FILE, fit.summary)
         except TrainingInterrupted as exc:
             member_record.end("interrupted", interrupted=str(exc))
+            exc.member_dir = member_dir
             raise
         except BaseException as exc:
             member_record.end("failed", error=str(exc) or type(exc).__name__)

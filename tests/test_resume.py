@@ -260,6 +260,9 @@ def test_an_ensemble_killed_in_its_second_member_resumes_there(data, tmp_path):
     listed = json.loads(run_cli("runs", str(tmp_path / "runs"), "--json", cwd=data).stdout)
     assert listed[0]["state"] == "interrupted" and listed[0]["model"] == "bi x2"
 
+    alone = run_cli("train", "--resume", str(member), cwd=data)  # a member on its own: no
+    assert alone.returncode == 2 and "is a member of the ensemble" in alone.stderr
+
     result = run_cli("train", "--resume", str(run_dir), cwd=data)
     assert result.returncode == 0, result.stderr
     assert "member 1 finished before: kept" in result.stderr
