@@ -18,6 +18,7 @@ import yaml
 
 from bilstm_cli import __version__
 from bilstm_cli.errors import UserError
+from bilstm_cli.interrupt import TrainingInterrupted
 from bilstm_cli.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -133,6 +134,13 @@ class RunRecord:
             self.write()
         except (UserError, OSError):
             pass  # the disk may be what failed; the error itself is already on its way
+
+    def end_for(self, exc: BaseException) -> None:
+        """End the run for the exception that stopped it: interrupted by a signal, else failed."""
+        if isinstance(exc, TrainingInterrupted):
+            self.end("interrupted", interrupted=str(exc))
+        else:
+            self.end("failed", error=str(exc) or type(exc).__name__)
 
     def write(self) -> None:
         write_json_atomic(self.path, self.data)

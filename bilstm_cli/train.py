@@ -147,12 +147,10 @@ def train(
         try:
             return _train_in_folder(config, log, run_dir, splits, summary, resume, stop, record,
                                     tokenizer)
-        except TrainingInterrupted as exc:
-            record.end("interrupted", interrupted=str(exc))
-            exc.run_dir = run_dir
-            raise
         except BaseException as exc:
-            record.end("failed", error=str(exc) or type(exc).__name__)
+            record.end_for(exc)
+            if isinstance(exc, TrainingInterrupted):
+                exc.run_dir = run_dir
             raise
 
 
@@ -346,12 +344,10 @@ def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
             fit = _fit(member, log, member_dir, data, continuing, stop, member_record)
             export_model(fit.model, member_dir / ONNX_FILE)  # a member predicts on its own too
             write_json_atomic(member_dir / METRICS_FILE, fit.summary)
-        except TrainingInterrupted as exc:
-            member_record.end("interrupted", interrupted=str(exc))
-            exc.member_dir = member_dir
-            raise
         except BaseException as exc:
-            member_record.end("failed", error=str(exc) or type(exc).__name__)
+            member_record.end_for(exc)
+            if isinstance(exc, TrainingInterrupted):
+                exc.member_dir = member_dir
             raise
         member_record.end("finished", epochs_done=fit.summary["epochs_run"],
                           best_epoch=fit.summary["best_epoch"],
