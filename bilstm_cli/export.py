@@ -196,11 +196,9 @@ def _merge(graph: _Graph, states: str, axis: int, merge_mode: str | None, units:
 def specs_from_keras(model: Any) -> list[ModelSpec]:
     """One spec per member of an ensemble (`model.ensemble_model`: members averaged), or the
     model's own."""
-    kinds = [type(layer).__name__ for layer in model.layers]
-    if "Average" in kinds and set(kinds) <= {"InputLayer", "Functional", "Average"}:
-        return [spec_from_keras(layer) for layer in model.layers
-                if type(layer).__name__ == "Functional"]
-    return [spec_from_keras(model)]
+    from bilstm_cli.model import ensemble_members  # the model is Keras: TensorFlow is loaded
+
+    return [spec_from_keras(member) for member in ensemble_members(model)]
 
 
 def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str, lengths: str,

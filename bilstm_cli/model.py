@@ -356,9 +356,13 @@ def ensemble_model(members: list[keras.Model]) -> keras.Model:
 
 
 def ensemble_members(model: keras.Model) -> list[keras.Model]:
-    """The members of an `ensemble_model`, or [model] for a single one."""
+    """The members of an `ensemble_model` (nested models and their Average, nothing else), or
+    [model] for a single one."""
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return nested or [model]
+    others = [layer for layer in model.layers
+              if not isinstance(layer, (keras.Model, layers.InputLayer))]
+    is_ensemble = nested and len(others) == 1 and isinstance(others[0], layers.Average)
+    return nested if is_ensemble else [model]
 
 
 def lstm_parameter_count(model: keras.Model) -> int:
