@@ -9,11 +9,13 @@ filtered out of descriptor 2; everything else written there passes through uncha
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import sys
 import threading
+from collections.abc import Iterator
 
 _NATIVE_LOG = re.compile(
     rb"^([IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl"
@@ -65,14 +67,27 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         pass  # not glibc
 
 
+def _pool_cpu_memory() -> None:
+    """Have TensorFlow keep its CPU memory in its own pool (the BFC allocator) instead of malloc.
+
+    A training step frees and reallocates hundreds of MB of activations. From malloc, every
+    block that big is a fresh mmap that the kernel zero-fills page by page when touched: on an
+    IMDB epoch of 6,000 reviews here, 11 million page faults and a third of the CPU time spent in
+    the kernel. From the pool: 0.8 million, and the epoch took 40 s instead of 64-72 s, for
+    0.2-0.4 GB more peak memory (benchmarks/RESULTS.md). TF_CPU_ALLOCATOR_USE_BFC, if set, wins.
+    """
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _filter_native_logs()
 _limit_malloc_arenas()
+_pool_cpu_memory()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["configure_threads", "keras", "tf"]
+__all__ = ["configure_threads", "forgetting_custom_gradients", "keras", "tf"]
 
 
 def configure_threads(bidirectional: bool, threads: int | None = None) -> None:
@@ -94,3 +109,28 @@ def configure_threads(bidirectional: bool, threads: int | None = None) -> None:
             tf.config.threading.set_intra_op_parallelism_threads(cores)
     except RuntimeError:
         pass  # TensorFlow already started in this process (tests): keep its settings
+
+
+@contextlib.contextmanager
+def forgetting_custom_gradients() -> Iterator[None]:
+    """Unregister the gradient functions that `tf.custom_gradient` registers in this block.
+
+    Inside a tf.function every call of a custom-gradient function (the fused kernel's, and
+    model.py's step permutation) registers its gradient in TensorFlow's global registry under a
+    new name, and nothing ever removes it. The gradient closes over the traced graph, and the
+    graph over the model's variables: a model trained and dropped stayed in memory with its
+    optimizer's slots (0.25 GB per IMDB ensemble member, benchmarks/RESULTS.md). A registered
+    gradient is only called while a function is being traced, so the ones registered while a
+    model trained can go once its training functions are built.
+    """
+    from tensorflow.python.framework import ops as framework_ops
+
+    registry = getattr(getattr(framework_ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry) if isinstance(registry, dict) else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            for name in [name for name in registry if name not in before
+                         and name.startswith("CustomGradient-")]:
+                del registry[name]

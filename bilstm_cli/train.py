@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from bilstm_cli import fused_lstm, optimizer
 from bilstm_cli.adversarial import AdversarialClassifier
-from bilstm_cli.backend import configure_threads, keras, tf
+from bilstm_cli.backend import configure_threads, forgetting_custom_gradients, keras, tf
 from bilstm_cli.checkpoint import (
     Checkpoint,
     TrainingState,
@@ -354,6 +354,7 @@ def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
                           stopped_early=fit.summary["stopped_early"])
         record.update(members_done=index + 1)
         fits.append(Fit(_weights_only(fit.model, member, data), fit.summary))
+        del fit  # the trained model and its optimizer's state, before the next member trains
     return fits
 
 
@@ -416,7 +417,9 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
     callbacks: list[Any] = [recorder]
     if config.training.tensorboard:
         callbacks.append(_tensorboard(run_dir))
-    with display:
+    # Once fitted, the model's training functions are built: TensorFlow's registry need not keep
+    # their custom gradients (and through them this model) alive.
+    with display, forgetting_custom_gradients():
         for row in state.history:  # the epochs done before a resume
             display.end_epoch(row)
         stop.graceful = True  # from here a signal stops after the current batch

@@ -204,3 +204,36 @@ def test_scatter_add_rows_rejects_an_index_outside_the_table(fused_kernel):
     np.testing.assert_array_equal(sums.square_sums[:, 0], [18, 27, 0, 0, 9])
     with pytest.raises(tf.errors.InvalidArgumentError, match="not in"):
         fused_lstm.ops().bilstm_scatter_add_rows(values, tf.constant([[0, 1, 5], [0, 0, 0]]), 5)
+
+
+def test_a_model_trained_and_dropped_is_freed(fused_kernel):
+    """Inside tf.function, tf.custom_gradient registers each traced gradient in a global registry
+    that holds the model's graph and, through it, its variables: an ensemble's members piled up
+    in memory. Trained inside forgetting_custom_gradients, a dropped model is freed, and the
+    registry is as before."""
+    import gc
+    import weakref
+
+    from bilstm_cli.backend import forgetting_custom_gradients
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 30, size=(16, 7)).astype(np.int32)
+    labels = rng.integers(0, 2, size=(16, 1)).astype(np.float32)
+
+    def train_and_drop() -> weakref.ref:
+        model = build_model(ModelConfig(units=4, embedding_dim=4, bidirectional=True), 30, 2)
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        with forgetting_custom_gradients():
+            model.fit(ids, labels, epochs=1, batch_size=8, verbose=0)
+            assert model.predict(ids, verbose=0).shape == (16, 1)
+        # Its train function is built: it still trains, with nothing registered again.
+        model.fit(ids, labels, epochs=1, batch_size=8, verbose=0)
+        return weakref.ref(model.get_layer("embedding").embeddings.value.handle)
+
+    from tensorflow.python.framework import ops as framework_ops
+
+    registered = set(framework_ops._gradient_registry.list())
+    table = train_and_drop()
+    gc.collect()
+    assert table() is None
+    assert set(framework_ops._gradient_registry.list()) == registered
