@@ -145,8 +145,12 @@ def train(
             config.training.deterministic, resume, _machine(),
             versions(tf.__version__, keras.__version__))
         try:
-            return _train_in_folder(config, log, run_dir, splits, summary, resume, stop, record,
-                                    tokenizer)
+            # Saving, exporting and evaluating the trained model trace its functions again, and
+            # the fused kernel's custom gradients register again: released here too, or
+            # TensorFlow's registry keeps the last model of every run a process trains.
+            with forgetting_custom_gradients():
+                return _train_in_folder(config, log, run_dir, splits, summary, resume, stop,
+                                        record, tokenizer)
         except BaseException as exc:
             record.end_for(exc)
             if isinstance(exc, TrainingInterrupted):

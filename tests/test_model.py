@@ -237,3 +237,25 @@ def test_a_model_trained_and_dropped_is_freed(fused_kernel):
     gc.collect()
     assert table() is None
     assert set(framework_ops._gradient_registry.list()) == registered
+
+
+def test_a_finished_run_leaves_no_custom_gradients_registered(fused_kernel, toy_files, tmp_path):
+    """Saving, exporting and evaluating a trained model trace it again, which registers the
+    custom gradients again: `train` releases those too, so a process that trains run after run
+    (`bilstm compare`, the tests) does not keep every run's last model alive."""
+    from tensorflow.python.framework import ops as framework_ops
+
+    from bilstm_cli.config import load_config
+    from bilstm_cli.train import train
+
+    config = load_config(overrides=[
+        "data.dataset=null", f"data.train={toy_files['train']}", f"data.test={toy_files['test']}",
+        "data.max_tokens=100", "model.units=4", "model.embedding_dim=4", "model.bidirectional=true",
+        "model.ensemble=2", "training.epochs=1", "training.batch_size=32",
+        f"output.dir={tmp_path}",
+    ])
+    registered = set(framework_ops._gradient_registry.list())
+    result = train(config, log=lambda message: None)
+    assert result.metrics["test"]["examples"] == 60
+    assert (result.run_dir / "model.onnx").exists()
+    assert set(framework_ops._gradient_registry.list()) == registered
