@@ -242,7 +242,7 @@ def test_a_model_trained_and_dropped_is_freed(fused_kernel):
 def test_a_finished_run_leaves_no_custom_gradients_registered(fused_kernel, toy_files, tmp_path):
     """Saving, exporting and evaluating a trained model trace it again, which registers the
     custom gradients again: `train` releases those too, so a process that trains run after run
-    (`bilstm compare`, the tests) does not keep every run's last model alive."""
+    (a notebook, this test suite) does not keep every run's last model alive."""
     from tensorflow.python.framework import ops as framework_ops
 
     from bilstm_cli.config import load_config
