@@ -145,9 +145,9 @@ def train(
             config.training.deterministic, resume, _machine(),
             versions(tf.__version__, keras.__version__))
         try:
-            # Saving, exporting and evaluating the trained model trace its functions again, and
-            # the fused kernel's custom gradients register again: released here too, or
-            # TensorFlow's registry keeps the last model of every run a process trains.
+            # Work after the fit traces the model again (the final evaluation's predict
+            # functions, once per batch shape), and its custom gradients register again:
+            # released here too, or TensorFlow's registry keeps every run's last model.
             with forgetting_custom_gradients():
                 return _train_in_folder(config, log, run_dir, splits, summary, resume, stop,
                                         record, tokenizer)
