@@ -254,6 +254,7 @@ def test_a_finished_run_leaves_no_custom_gradients_registered(fused_kernel, toy_
         "model.ensemble=2", "training.epochs=1", "training.batch_size=32",
         f"output.dir={tmp_path}",
     ])
+
     def custom_gradients() -> set[str]:
         return {name for name in framework_ops._gradient_registry.list()
                 if name.startswith("CustomGradient-")}
