@@ -21,7 +21,7 @@ Importing this module does not import TensorFlow; `export_run` does (it loads th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,11 +152,12 @@ def _onnx_lstm_tensors(
 
 
 class _Graph:
-    """A small helper that names nodes and initializers as they are added."""
+    """Names nodes and initializers as they are added, straight into the model's graph: each
+    weight is copied into the proto once, not again into a graph and a model around it (an
+    ensemble's export sets the peak memory of its run)."""
 
-    def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
         self.count = 0
 
     def name(self, hint: str) -> str:
@@ -167,7 +168,7 @@ class _Graph:
         from onnx import numpy_helper
 
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        self.proto.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
     def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None,
@@ -175,7 +176,7 @@ class _Graph:
         from onnx import helper
 
         names = [self.name(hint or op_type.lower()) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attributes))
+        self.proto.node.append(helper.make_node(op_type, list(inputs), names, **attributes))
         return names[0] if outputs == 1 else names
 
 
@@ -193,19 +194,20 @@ def _merge(graph: _Graph, states: str, axis: int, merge_mode: str | None, units:
     return graph.op(reduce, [states, graph.const("axes", np.array([axis], np.int64))], keepdims=0)
 
 
-def specs_from_keras(model: Any) -> list[ModelSpec]:
+def specs_from_keras(model: Any) -> Iterator[ModelSpec]:
     """One spec per member of an ensemble (`model.ensemble_model`: members averaged), or the
-    model's own."""
+    model's own; made one at a time, so only one member's weights are copied out at once."""
     from bilstm_cli.model import ensemble_members  # the model is Keras: TensorFlow is loaded
 
-    return [spec_from_keras(member) for member in ensemble_members(model)]
+    for member in ensemble_members(model):
+        yield spec_from_keras(member)
 
 
-def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str, lengths: str,
-                          output: str | None) -> str:
-    """One model's nodes, from the shared ids, mask and lengths to its probabilities (named
-    `output` when given)."""
-    from onnx import TensorProto, helper
+def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str,
+                          lengths: str) -> str:
+    """One model's nodes, from the shared ids, mask and lengths to its probabilities (the last
+    node added)."""
+    from onnx import TensorProto
 
     time_major = graph.op("Transpose", [ids], perm=[1, 0])  # [T, B]
     x = graph.op("Gather", [graph.const("embedding", spec.embedding), time_major], axis=0)
@@ -245,57 +247,70 @@ def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str, l
         graph.op("MatMul", [x, graph.const("dense_kernel", spec.dense_kernel)]),
         graph.const("dense_bias", spec.dense_bias),
     ])
-    output = output or graph.name("probabilities")
     if spec.activation == "sigmoid":
-        graph.nodes.append(helper.make_node("Sigmoid", [logits], [output]))
-    else:
-        graph.nodes.append(helper.make_node("Softmax", [logits], [output], axis=-1))
-    return output
+        return graph.op("Sigmoid", [logits], hint="probabilities")
+    return graph.op("Softmax", [logits], hint="probabilities", axis=-1)
 
 
-def build_onnx(specs: ModelSpec | Sequence[ModelSpec]) -> Any:
+def build_onnx(specs: ModelSpec | Iterable[ModelSpec], check: bool = True) -> Any:
     """The ONNX model for a `ModelSpec`, or for an ensemble of them (the mean of their
-    probabilities): input `ids` int32 [batch, time], output probabilities."""
-    from onnx import TensorProto, checker, helper
+    probabilities): input `ids` int32 [batch, time], output probabilities. `specs` is read once,
+    in order, so it may make each spec as it is needed."""
+    from onnx import ModelProto, TensorProto, checker, helper
 
-    specs = [specs] if isinstance(specs, ModelSpec) else list(specs)
-    classes = {int(spec.dense_kernel.shape[1]) for spec in specs if spec.dense_kernel is not None}
-    if len(classes) != 1:
-        raise UserError("the ensemble's members do not have the same outputs")
-    graph = _Graph()
+    specs = [specs] if isinstance(specs, ModelSpec) else specs
+    model = ModelProto()
+    graph = _Graph(model.graph)
+    graph.proto.name = "bilstm"
     ids = INPUT_NAME
     zero = graph.const("zero", np.array(0, dtype=np.int32))
     mask = graph.op("Not", [graph.op("Equal", [ids, zero])], hint="mask")  # [B, T] bool
     lengths = graph.op("ReduceSum", [graph.op("Cast", [mask], to=TensorProto.INT32),
                                      graph.const("time_axis", np.array([1], np.int64))],
                        hint="lengths", keepdims=0)  # [B] int32
-    if len(specs) == 1:
-        _member_probabilities(graph, specs[0], ids, mask, lengths, OUTPUT_NAME)
+    members: list[str] = []
+    classes: set[int] = set()
+    for spec in specs:
+        if spec.dense_kernel is not None:
+            classes.add(int(spec.dense_kernel.shape[1]))
+        members.append(_member_probabilities(graph, spec, ids, mask, lengths))
+        del spec  # before the next member's weights are copied out
+    if len(classes) != 1:
+        raise UserError("the ensemble's members do not have the same outputs")
+    if len(members) == 1:
+        graph.proto.node[-1].output[0] = OUTPUT_NAME  # the one model's probabilities
     else:
-        members = [_member_probabilities(graph, spec, ids, mask, lengths, None)
-                   for spec in specs]
-        graph.nodes.append(helper.make_node("Mean", members, [OUTPUT_NAME]))
+        graph.proto.node.append(helper.make_node("Mean", members, [OUTPUT_NAME]))
 
-    onnx_graph = helper.make_graph(
-        graph.nodes, "bilstm",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT32, ["batch", "time"])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", classes.pop()])],
-        graph.initializers,
-    )
-    model = helper.make_model(onnx_graph, producer_name="bilstm",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
+    graph.proto.input.append(
+        helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT32, ["batch", "time"]))
+    graph.proto.output.append(
+        helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", classes.pop()]))
+    model.producer_name = "bilstm"
+    model.opset_import.append(helper.make_opsetid("", OPSET))
     model.ir_version = 8  # readable by every ONNX Runtime that supports opset 18
-    checker.check_model(model)
+    if check:
+        checker.check_model(model)
     return model
 
 
 def export_model(model: Any, path: Path) -> Path:
-    """Write the Keras model's ONNX twin to `path` (atomically)."""
+    """Write the Keras model's ONNX twin to `path` (atomically). The proto is dropped once
+    serialized, and the bytes once written, before the checker reads the file back: at no
+    point are the weights held more than twice over."""
+    from onnx import checker
+
     from bilstm_cli.runs import write_atomic
 
-    proto = build_onnx(specs_from_keras(model))
-    write_atomic(path, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
+    proto = build_onnx(specs_from_keras(model), check=False)
+    serialized = [proto.SerializeToString()]
+    del proto
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(serialized.pop())
+        checker.check_model(tmp)
+
+    write_atomic(path, write)
     return path
 
 

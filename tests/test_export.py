@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -118,6 +119,30 @@ def test_an_ensemble_exports_as_the_mean_of_its_members(run_folder, tmp_path, cl
     loaded = load_keras_model(tmp_path / "ensemble.keras")
     np.testing.assert_allclose(Classifier(folder, TensorFlowEngine(loaded)).predict(texts, 7),
                                expected, atol=1e-6)
+
+
+def test_ensemble_export_copies_out_one_member_at_a_time(run_folder):
+    """The export is the peak of an ensemble run's memory: each member's weights are copied out
+    of Keras only once the previous member's copy is gone (into the proto)."""
+    folder, vocab_size = run_folder
+    members = [_tiny_model(vocab_size, True, 1, "max", "concat", 2, seed) for seed in (1, 2, 3)]
+    released: list[bool] = []
+    previous: weakref.ref | None = None
+
+    def specs():
+        nonlocal previous
+        for member in members:
+            if previous is not None:
+                released.append(previous() is None)
+            spec = spec_from_keras(member)
+            previous = weakref.ref(spec)
+            yield spec
+            del spec  # as specs_from_keras, which keeps no reference to what it yielded
+
+    proto = build_onnx(specs())
+    assert released == [True, True]
+    assert [node.op_type for node in proto.graph.node].count("LSTM") == 3
+    assert proto.graph.node[-1].op_type == "Mean"
 
 
 def test_backward_final_state_is_keras_backward_output(run_folder):
