@@ -364,7 +364,8 @@ def evaluate(
         "--model", "-m", help="A run folder or its model file.",
         show_default="runs/latest")] = None,
     data_format: Annotated[DataFormat, typer.Option(
-        "--format", help="The file's format; auto: from its extension.")] = DataFormat.auto,
+        "--format", help="The file's format; auto: from its extension, else the run's "
+        "data.format.")] = DataFormat.auto,
     text_column: Annotated[str | None, typer.Option(
         help="Text column or key (a name, or an index).",
         show_default="the run's data.text_column")]
@@ -392,7 +393,7 @@ def evaluate(
         if ":" in data and not Path(data).exists():
             dataset = load_builtin_split(data)
         else:
-            settings = DataConfig(dataset=None, train=data, header="auto", **columns)
+            settings = DataConfig(dataset=None, train=data, **columns)
             dataset = read_labelled(data, settings, data_format.value)
             if dataset.skipped:
                 ui.warn(f"{dataset.skipped} bad row(s) of {data} skipped (data.on_bad_row: "

@@ -58,6 +58,8 @@ class DataConfig(Section):
         """Labels are strings (YAML reads `[0, 1]` as numbers), each listed once."""
         if isinstance(labels, list):
             labels = [str(label).strip() for label in labels]
+            if "" in labels:
+                raise ValueError("a label is empty")
             if len(set(labels)) != len(labels):
                 raise ValueError(f"a label is listed twice ({', '.join(labels)})")
         return labels
@@ -70,6 +72,13 @@ class DataConfig(Section):
             raise ValueError(
                 "data.dataset and data.train are both set: set data.dataset to null to train "
                 "on your own files"
+            )
+        if self.dataset is not None and (self.validation or self.test):
+            key = "data.validation" if self.validation else "data.test"
+            raise ValueError(
+                f"{key} is read only with your own data.train; data.dataset "
+                f"({self.dataset}) brings its own test split and holds validation out of its "
+                f"training set: set data.dataset to null and give data.train too, or drop {key}"
             )
         return self
 

@@ -94,11 +94,19 @@ def prepare(log: Callable[[str], None]) -> bool:
         log("fused LSTM kernel: no C++ compiler (g++) found; training uses Keras' slower loop")
         return False
     log(f"building the fused LSTM kernel with {compiler} (once for this machine, about 30 s)")
-    error = _build(compiler, path)
+    try:
+        error = _build(compiler, path)
+    except OSError as exc:  # e.g. a cache folder that cannot be written
+        log(f"fused LSTM kernel: cannot build it in {path.parent} ({exc.strerror or exc}); "
+            "training uses Keras' slower loop (set BILSTM_CACHE_DIR to a writable folder)")
+        return False
     if error is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        failed.write_text(error)
-        log(f"fused LSTM kernel: the build failed (log: {failed}); training uses Keras' loop")
+        try:
+            failed.write_text(error)
+            where = f"log: {failed}"
+        except OSError:
+            where = f"its log could not be written: {error.splitlines()[-1] if error else ''}"
+        log(f"fused LSTM kernel: the build failed ({where}); training uses Keras' loop")
         return False
     return ops() is not None
 

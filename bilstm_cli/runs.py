@@ -88,9 +88,14 @@ def mark_latest(run_dir: Path) -> None:
     """Point `<parent>/latest` at `run_dir` (a relative symlink, swapped in atomically)."""
     link = run_dir.parent / LATEST
     tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(run_dir.name, tmp)
-    os.replace(tmp, link)
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(run_dir.name, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:  # `latest` is a real folder, or the file system has no symlinks
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot point {link} at {run_dir.name}: {exc.strerror or exc}; give "
+                        f"the run folder ({run_dir}) where a command asks for --model") from None
 
 
 def resolve_model(path: str | None, default_dir: str = "runs") -> Path:
@@ -124,18 +129,33 @@ def member_dirs(run_dir: Path) -> list[Path]:
 
 
 def read_labels(run_dir: Path) -> list[str]:
-    return json.loads((run_dir / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
+    path = run_dir / LABELS_FILE
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} cannot be read ({exc}): the run folder is damaged; train "
+                        "again, or restore the file") from None
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise UserError(f"{path}: expected a list of two or more labels under \"labels\"")
+    return [str(label) for label in labels]
 
 
 def run_data_config(run_dir: Path) -> dict[str, Any]:
-    """How the run read its data (columns, label prefix, label set, bad rows): `evaluate`'s
-    defaults."""
+    """How the run read its data (format, header, columns, label prefix, label set, bad rows):
+    `evaluate`'s defaults."""
     import yaml
 
-    columns: dict[str, Any] = {"text_column": "text", "label_column": "label",
-                               "label_prefix": "__label__", "labels": None, "on_bad_row": "error"}
+    columns: dict[str, Any] = {"format": "auto", "header": "auto", "text_column": "text",
+                               "label_column": "label", "label_prefix": "__label__",
+                               "labels": None, "on_bad_row": "error"}
     path = run_dir / CONFIG_FILE
     if path.is_file():
-        data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data", {})
-        columns.update({k: data[k] for k in columns if k in data})
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"{path} cannot be read ({exc}): the run folder is damaged") \
+                from None
+        data = config.get("data") if isinstance(config, dict) else None
+        if isinstance(data, dict):
+            columns.update({k: data[k] for k in columns if k in data})
     return columns

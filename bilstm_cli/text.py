@@ -78,13 +78,18 @@ ENCODE_CHUNK = 2048
 
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
-    """Token ids per text, truncated as the tokenizer says; an empty text becomes one [UNK]."""
+    """Token ids per text, truncated as the tokenizer says; an empty text becomes one [UNK].
+    A text that spells out "[PAD]" gets [UNK] there: padding (id 0) only ever ends a row, which
+    the model's mask and the ONNX graph's lengths both rely on."""
     unknown = np.array([UNK_ID], dtype=np.int32)
     ids: list[np.ndarray] = []
     for start in range(0, len(texts), ENCODE_CHUNK):
         encodings = tokenizer.encode_batch(list(texts[start : start + ENCODE_CHUNK]),
                                            add_special_tokens=False)
-        ids.extend(np.array(e.ids, dtype=np.int32) if e.ids else unknown for e in encodings)
+        for encoding in encodings:
+            row = np.array(encoding.ids, dtype=np.int32) if encoding.ids else unknown
+            row[row == PAD_ID] = UNK_ID
+            ids.append(row)
     return ids
 
 

@@ -278,7 +278,10 @@ def _train_in_folder(
     else:
         record.end("finished", members_done=len(fits),
                    epochs_done=sum(fit.summary["epochs_run"] for fit in fits))
-    mark_latest(run_dir)
+    try:
+        mark_latest(run_dir)
+    except UserError as exc:  # the run itself is complete: say so, and go on
+        log(f"warning: {exc}")
     return TrainResult(run_dir, metrics)
 
 

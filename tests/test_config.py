@@ -73,6 +73,19 @@ def test_dataset_and_files_are_exclusive():
         load_config(None, ["data.train=x.tsv"])
     with pytest.raises(UserError, match="give data.dataset"):
         load_config(None, ["data.dataset=null"])
+    # a built-in data set has its own test split: a file given beside it would be ignored
+    for key in ("validation", "test"):
+        with pytest.raises(UserError, match=f"data.{key} is read only with your own data.train"):
+            load_config(None, [f"data.{key}=x.tsv"])
+    config = load_config(None, ["data.dataset=null", "data.train=a.tsv", "data.test=b.tsv"])
+    assert config.data.test == "b.tsv"
+
+
+def test_labels_are_distinct_and_not_empty():
+    with pytest.raises(UserError, match="a label is listed twice"):
+        load_config(None, ["data.labels=[a, a]"])
+    with pytest.raises(UserError, match="a label is empty"):
+        load_config(None, ['data.labels=[a, " "]'])
 
 
 @pytest.mark.parametrize("item", ["nokey", "units=3", "model.=3"])

@@ -182,6 +182,11 @@ def test_splits_from_files_and_label_checks(tmp_path):
     one_class = write_tsv(tmp_path / "one.tsv", [("x y", "pos")] * 10)
     with pytest.raises(UserError, match="only one class"):
         load_splits(files(one_class), seed=1)
+    rare = write_tsv(tmp_path / "rare.tsv", [("x y", "pos")] * 50 + [("z", "neg")] * 50
+                     + [("w", "odd")])
+    with pytest.raises(UserError, match=r"'odd' listed in the training data "
+                                        r"\(data.max_examples=10 sampled none of them\)"):
+        load_splits(files(rare, max_examples=10), seed=1)
     unseen = write_tsv(tmp_path / "unseen.tsv", [("x", "maybe")])
     with pytest.raises(UserError, match="'maybe' never occur in the training data"):
         load_splits(files(train, test=str(unseen)), seed=1)
@@ -236,3 +241,19 @@ def test_builtin_sst2_and_missing_archive_message(tmp_path, monkeypatch):
     monkeypatch.setenv("BILSTM_DATA_URL_IMDB", "http://127.0.0.1:9/aclImdb_v1.tar.gz")  # closed
     with pytest.raises(UserError, match="Download aclImdb_v1.tar.gz from http://127.0.0.1:9/"):
         load_builtin("imdb")
+
+
+def test_a_damaged_or_foreign_builtin_archive_is_a_user_error(tmp_path, monkeypatch):
+    """An archive placed in BILSTM_DATA_DIR by hand can be anything: say which and where."""
+    monkeypatch.setenv("BILSTM_DATA_DIR", str(tmp_path))
+    with zipfile.ZipFile(tmp_path / "SST-2.zip", "w") as archive:
+        archive.writestr("SST-2/train.tsv", "sentence\tlabel\nfine\t1\nno label here\n")
+        archive.writestr("SST-2/dev.tsv", "sentence\tlabel\nfine\t1\n")
+    with pytest.raises(UserError, match=r"SST-2/train.tsv:3: expected a sentence, a tab and a "
+                                        r"label 0 or 1"):
+        load_builtin("sst2")
+    with zipfile.ZipFile(tmp_path / "SST-2.zip", "w") as archive:
+        archive.writestr("SST-2/train.tsv", b"sentence\tlabel\n\xff\xfe\t1\n")
+        archive.writestr("SST-2/dev.tsv", "")
+    with pytest.raises(UserError, match="cannot read the sst2 archive.*is it complete"):
+        load_builtin("sst2")

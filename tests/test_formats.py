@@ -39,6 +39,12 @@ def test_format_from_extension_folder_or_setting(tmp_path):
         detect_format("-", "auto")
     with pytest.raises(UserError, match="cannot tell the format.*folder"):
         detect_format("train.txt", "auto")
+    # evaluate's fallback, the run's data.format: only where the extension names none
+    assert detect_format("test.txt", "auto", "fasttext") == "fasttext"
+    assert detect_format("-", "auto", "tsv") == "tsv"
+    assert detect_format(str(tmp_path / "a.csv"), "auto", "fasttext") == "csv"
+    with pytest.raises(UserError, match="cannot tell the format"):
+        detect_format("test.txt", "auto", "folder")
 
 
 def test_csv_without_header_by_index_and_tsv_by_name(tmp_path):
@@ -59,8 +65,24 @@ def test_csv_quoted_newlines_crlf_bom_and_an_unclosed_quote(tmp_path):
     assert list(read_rows(str(path))) == [(2, 'one\r\ntwo "quoted"', "pos"), (4, "three", "neg")]
     broken = tmp_path / "broken.csv"
     broken.write_text('text,label\nfine,pos\n"never closed,neg\n')
-    with pytest.raises(UserError, match=r"broken.csv:3: "):
+    with pytest.raises(UserError, match=r"broken.csv:3: expected 2 columns, found 1\n"):
         rows(broken)
+    swallowed = tmp_path / "swallowed.csv"
+    swallowed.write_text('text,label\nfine,pos\n"never closed,neg\nmore,pos\nlast,neg\n')
+    with pytest.raises(UserError, match=r"swallowed.csv:3: expected 2 columns, found 1 \(lines "
+                                        r"3-5 read as one row: a quote that is never closed\?\)"):
+        rows(swallowed)
+
+
+def test_a_carriage_return_inside_a_tsv_row_loses_only_that_row(tmp_path):
+    """A stray \\r (a file edited on Windows) is one bad row; the rows after it are read."""
+    path = tmp_path / "d.tsv"
+    path.write_bytes(b"text\tlabel\ngood one\tpos\nbad\rrow\tneg\nfine\tneg\nlast\tpos\n")
+    problems = BadRows(str(path), "skip")
+    assert [(t, label) for _, t, label in read_rows(str(path), bad_rows=problems)] == [
+        ("good one", "pos"), ("fine", "neg"), ("last", "pos")]
+    assert problems.count == 1
+    assert problems.messages == [f"{path}:3: a carriage return (\\r) inside the row: remove it"]
 
 
 def test_jsonl_nested_keys_numbers_and_bad_values(tmp_path):
@@ -84,8 +106,8 @@ def test_jsonl_nested_keys_numbers_and_bad_values(tmp_path):
 
 def test_fasttext_labels_prefix_and_several_labels(tmp_path):
     path = tmp_path / "d.ft"
-    path.write_text("__label__pos a  fine\tfilm\n\n__label__neg   dull\n")
-    assert rows(path) == [("a  fine\tfilm", "pos"), ("dull", "neg")]
+    path.write_text("__label__pos a  fine\tfilm\n\n__label__neg   dull\n__label__pos\tnice\n")
+    assert rows(path) == [("a  fine\tfilm", "pos"), ("dull", "neg"), ("nice", "pos")]
     custom = tmp_path / "d.fasttext"
     custom.write_text("#pos nice\n#neg bad\n")
     assert rows(custom, label_prefix="#") == [("nice", "pos"), ("bad", "neg")]
@@ -318,3 +340,36 @@ def test_train_skips_bad_rows_weights_classes_and_records_both(tmp_path):
                      str(tmp_path / "runs" / "latest"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["examples"] == 60
+
+
+def test_evaluate_reads_a_file_as_the_run_read_its_training_file(tmp_path):
+    """A run trained on `.txt` files in TSV with a header and columns by index: `evaluate` reads
+    its test file the same way (format, header, columns) without being told again."""
+    examples = toy_examples(40)
+    header = ("id", "review", "sentiment")
+    for name, rows_ in (("train.txt", examples), ("test.txt", examples[:12])):
+        write_tsv(tmp_path / name, [(str(i), t, y) for i, (t, y) in enumerate(rows_)], header)
+    result = run_cli("train", *TINY, "--epochs", "1", "--set", "data.train=train.txt",
+                     "--set", "data.format=tsv", "--set", "data.header=true",
+                     "--set", "data.text_column=1", "--set", "data.label_column=2",
+                     "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("evaluate", "--data", "test.txt", "--json", "--model", "runs/latest",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["examples"] == 12  # the header row is not an example
+
+    (tmp_path / "runs" / "latest" / "labels.json").write_text('{"labels": ')  # damaged
+    result = run_cli("evaluate", "--data", "test.txt", "--model", "runs/latest", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "labels.json cannot be read" in result.stderr and "damaged" in result.stderr
+
+
+def test_a_label_with_a_tab_or_line_break_is_a_bad_row(tmp_path):
+    """predict writes label<TAB>probability, one line per text: such a label would break it."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "x\\ty"}\n{"text": "b", "label": "two\\nlines"}\n'
+                    '{"text": "c", "label": "fine"}\n')
+    problems = BadRows(str(path), "skip")
+    assert rows(path, bad_rows=problems) == [("c", "fine")]
+    assert problems.count == 2 and "holds a tab or a line break" in problems.messages[0]

@@ -29,6 +29,17 @@ def test_a_failed_build_is_reported_once_and_not_retried(fresh_cache, monkeypatc
     assert not any("building" in m for m in messages), "a failed build must not rerun each time"
 
 
+def test_a_cache_folder_that_cannot_be_written_falls_back_to_keras(fresh_cache, monkeypatch):
+    blocker = fresh_cache / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("BILSTM_CACHE_DIR", str(blocker / "below"))  # not a folder
+    fused_lstm.library_path.cache_clear()
+    messages: list[str] = []
+    assert fused_lstm.prepare(messages.append) is False
+    assert "cannot build it in" in messages[-1] and "BILSTM_CACHE_DIR" in messages[-1]
+    assert fused_lstm.ops() is None
+
+
 def test_the_environment_turns_the_kernel_off(fresh_cache, monkeypatch):
     monkeypatch.setenv("BILSTM_FUSED_LSTM", "0")
     messages: list[str] = []

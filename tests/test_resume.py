@@ -478,6 +478,24 @@ def test_atomic_write_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
 
 
+def test_latest_that_is_a_real_folder_is_a_user_error_and_left_alone(tmp_path):
+    from bilstm_cli.errors import UserError
+    from bilstm_cli.runs import mark_latest
+
+    run_dir = tmp_path / "20261201-000000-imdb-bilstm"
+    run_dir.mkdir()
+    (tmp_path / "latest").mkdir()  # made by hand, say
+    (tmp_path / "latest" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=f"cannot point {tmp_path / 'latest'} at {run_dir.name}"):
+        mark_latest(run_dir)
+    assert (tmp_path / "latest" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run_dir.name, "latest"]
+    (tmp_path / "latest" / "notes.txt").unlink()
+    (tmp_path / "latest").rmdir()
+    mark_latest(run_dir)
+    assert (tmp_path / "latest").resolve() == run_dir.resolve()
+
+
 def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
     from bilstm_cli.errors import UserError
     from bilstm_cli.runstate import LOCK_FILE, RunLock

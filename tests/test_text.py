@@ -45,6 +45,15 @@ def test_empty_text_becomes_one_unknown_token():
     assert list(encode(tokenizer, ["", "   "])[0]) == [UNK_ID]
 
 
+def test_a_text_that_spells_the_padding_token_never_gets_padding_ids():
+    """Id 0 only ever ends a padded row: the model's mask and the ONNX lengths rely on it."""
+    tokenizer = build_tokenizer(["great film awful"], 10)
+    great, film, awful = encode(tokenizer, ["great film awful"])[0]
+    rows = encode(tokenizer, ["great film [PAD] awful", "[PAD]", "[PAD] [PAD]"])
+    assert [row.tolist() for row in rows] == [[great, film, UNK_ID, awful], [UNK_ID],
+                                              [UNK_ID, UNK_ID]]
+
+
 def test_pad_on_the_right():
     batch = pad([np.array([5, 6, 7]), np.array([8])])
     assert batch.tolist() == [[5, 6, 7], [8, 0, 0]]

@@ -10,6 +10,7 @@ import io
 import re
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from bilstm_cli.data.download import BUILTIN, Progress, ensure_archive, search_dirs
@@ -35,7 +36,8 @@ def load_builtin(
     path = find_archive(name, progress)
     try:
         return _load_imdb(path) if name == "imdb" else _load_sst2(path)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error,
+            UnicodeDecodeError) as exc:
         raise UserError(
             f"{path}: cannot read the {name} archive ({exc}); is it complete?"
         ) from None
@@ -74,13 +76,17 @@ def _load_sst2(path: Path) -> dict[str, tuple[list[str], list[str]]]:
                 raise UserError(f"{path}: {member} is missing from the archive") from None
             reader = csv.reader(io.StringIO(raw.decode("utf-8")), delimiter="\t",
                                 quoting=csv.QUOTE_NONE)
-            header = next(reader)
+            header = next(reader, [])
             if header[:2] != ["sentence", "label"]:
                 raise UserError(f"{path}: {member} should start with the header sentence<TAB>label")
             texts, labels = [], []
-            for row in reader:
-                if row:
-                    texts.append(row[0])
-                    labels.append(LABEL_NAMES[row[1]])
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) < 2 or row[1] not in LABEL_NAMES:
+                    raise UserError(f"{path}: {member}:{line}: expected a sentence, a tab and a "
+                                    "label 0 or 1; is it GLUE's SST-2 archive?")
+                texts.append(row[0])
+                labels.append(LABEL_NAMES[row[1]])
             splits[split] = (texts, labels)
     return splits

@@ -31,11 +31,15 @@ csv.field_size_limit(sys.maxsize)
 Row = tuple[int | str, str, str]
 
 
-def detect_format(path: str, format: str) -> str:
-    """The format named by data.format / --format, else the file's extension (or a folder)."""
+def detect_format(path: str, format: str, fallback: str = "auto") -> str:
+    """The format named by data.format / --format, else the file's extension (or a folder),
+    else `fallback` (for `evaluate`: the format the run was trained on), if it names one."""
     if format != "auto":
         return format
+    fallback = fallback if fallback not in ("auto", "folder") else ""
     if path == "-":
+        if fallback:
+            return fallback
         raise UserError(
             "reading standard input (-): say its format with data.format (or --format): "
             "tsv, csv, jsonl or fasttext"
@@ -43,6 +47,8 @@ def detect_format(path: str, format: str) -> str:
     if Path(path).is_dir():
         return "folder"
     suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS and fallback:
+        return fallback
     if suffix not in FORMATS:
         known = ", ".join(sorted(FORMATS))
         raise UserError(
@@ -94,14 +100,16 @@ def read_rows(
     label_prefix: str = "__label__",
     labels: Collection[str] | None = None,
     bad_rows: BadRows | None = None,
+    fallback_format: str = "auto",
 ) -> Iterator[Row]:
     """Yield (line, text, label) for each good row; label is "" when label_column is None.
+    `fallback_format`: the format when `format` is auto and the extension names none.
 
     `labels`, when given, is the only allowed label set: rows with another label are bad rows
     (a folder's other sub-folders are not read, and listed in `bad_rows.notes`). Pass a
     `BadRows` with mode "skip" to skip bad rows and count them instead of raising.
     """
-    kind = detect_format(path, format)
+    kind = detect_format(path, format, fallback_format)
     problems = bad_rows if bad_rows is not None else BadRows(path)
     want_label = label_column is not None
     if kind == "folder":
@@ -112,6 +120,10 @@ def read_rows(
         rows = _line_rows(path, kind, text_column, label_column, header, label_prefix, problems)
     allowed = set(labels) if labels is not None and want_label else None
     for where, text, label in rows:
+        if want_label and any(ch in label for ch in "\t\r\n"):
+            problems.add(where, f"label {label!r} holds a tab or a line break, which would break "
+                                "predict's one-line-per-text output")
+            continue
         if allowed is not None and label not in allowed:
             problems.add(where, f"label {label!r} is not one of data.labels "
                                 f"({', '.join(map(str, labels or []))})")
@@ -231,9 +243,9 @@ def _fasttext_rows(
             continue
         found = []
         while rest.startswith(prefix):
-            head, _, rest = rest.partition(" ")
+            head, *tail = rest.split(None, 1)  # any whitespace ends a label, as in fastText
             found.append(head[len(prefix):])
-            rest = rest.lstrip()
+            rest = tail[0] if tail else ""
         if want_label and not found:
             problems.add(number, f"no label (a line starts with {prefix}LABEL; set "
                                  "data.label_prefix if your files use another prefix)")
@@ -294,16 +306,21 @@ def _table_rows(
             row = next(reader)
         except StopIteration:
             break
-        except csv.Error as exc:  # e.g. a quoted field that never ends
-            problems.add(start, f"cannot parse the row ({exc})")
-            break
+        except csv.Error as exc:  # e.g. a stray carriage return inside a line
+            problems.add(start, "a carriage return (\\r) inside the row: remove it"
+                         if "new-line" in str(exc) else f"cannot parse the row ({exc})")
+            start = consumed[0] + 1  # the reader goes on with the next line
+            continue
         number, start = start, consumed[0] + 1
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if width is None:
             width = len(row)
         if len(row) != width:
-            problems.add(number, f"expected {width} columns, found {len(row)}")
+            last = start - 1
+            spans = f" (lines {number}-{last} read as one row: a quote that is never closed?)" \
+                if last > number else ""
+            problems.add(number, f"expected {width} columns, found {len(row)}{spans}")
             continue
         if any(_has_invalid_utf8(field) for field in row):
             problems.add(number, "invalid UTF-8")

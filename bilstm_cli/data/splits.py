@@ -61,12 +61,14 @@ class Splits:
 
 
 def read_labelled(path: str, data: DataConfig, format: str | None = None) -> Dataset:
-    """All good rows of a file (or folder); skipped bad rows are counted on the Dataset."""
+    """All good rows of a file (or folder); skipped bad rows are counted on the Dataset.
+    `format` overrides data.format; if it is auto, data.format still serves a file whose
+    extension names no format (a run's `test.txt` in fastText, as its `train.txt` was)."""
     dataset = Dataset(source=path)
     bad = BadRows(path, data.on_bad_row)
     for _, text, label in read_rows(
         path, format or data.format, data.text_column, data.label_column, data.header,
-        data.label_prefix, data.labels, bad,
+        data.label_prefix, data.labels, bad, fallback_format=data.format,
     ):
         dataset.texts.append(text)
         dataset.labels.append(label)
@@ -121,7 +123,10 @@ def load_splits(data: DataConfig, seed: int) -> Splits:
         train = _limit(train, data.max_examples, rng)
         validation = _limit(validation, data.max_examples, rng)
         test = _limit(test, data.max_examples, rng) if test is not None else None
-    _check_labels(train, validation, test, labels)
+    listed_in = "data.labels" if data.labels is not None else (
+        f"the training data (data.max_examples={data.max_examples} sampled none of them)"
+        if data.max_examples is not None else "the training data")
+    _check_labels(train, validation, test, labels, listed_in)
     return Splits(train, validation, test, labels)
 
 
@@ -242,7 +247,9 @@ def sentence_split(
 
 
 def _limit(dataset: Dataset, count: int, rng: np.random.Generator) -> Dataset:
-    """A seeded, stratified sample of at most `count` examples (for quick runs and smoke tests)."""
+    """A seeded, stratified sample of about `count` examples (for quick runs and smoke tests):
+    a class with one example in the whole set may be left out, and the sample may exceed `count`
+    by a few to keep one of each other class."""
     if len(dataset) <= count:
         return dataset
     _, sample = stratified_split(dataset, count / len(dataset), rng)
@@ -251,7 +258,8 @@ def _limit(dataset: Dataset, count: int, rng: np.random.Generator) -> Dataset:
 
 
 def _check_labels(
-    train: Dataset, validation: Dataset, test: Dataset | None, labels: list[str]
+    train: Dataset, validation: Dataset, test: Dataset | None, labels: list[str],
+    listed_in: str = "data.labels",
 ) -> None:
     seen = set(train.labels)
     if len(seen) < 2:
@@ -263,7 +271,7 @@ def _check_labels(
     if absent:
         raise UserError(
             f"{train.source}: no training example has the label(s) {', '.join(map(repr, absent))} "
-            "listed in data.labels, so the model cannot learn them"
+            f"listed in {listed_in}, so the model cannot learn them"
         )
     if len(validation) == 0:
         raise UserError(f"{train.source}: too few examples to hold out a validation set")
