@@ -311,9 +311,11 @@ def _prediction_sources(
         if sys.stdin.isatty():
             raise UserError("nothing to predict: give texts, - for stdin, or --input FILE")
         texts = ["-"]
-    for path in files:
-        if str(path) != "-" and not path.is_file():
+    for path in files:  # checked before the model loads; a pipe (<(...), /dev/stdin) is fine
+        if str(path) != "-" and not path.exists():
             raise UserError(f"input file not found: {path}")
+        if path.is_dir():
+            raise UserError(f"--input {path} is a folder: give a file with one text per line")
 
     def records(source: str) -> Iterator[list[tuple[Any, str]]]:
         stream = (line_batches(sys.stdin.fileno(), batch_size, "<stdin>", errors)

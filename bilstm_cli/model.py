@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-# Keras' generic RNN loop, the one keras.layers.LSTM itself runs on a CPU (not in the public
-# API; tests/test_model.py checks our use of it against keras.layers.LSTM).
-from keras.src import backend as keras_backend
-
 from bilstm_cli import fused_lstm
-from bilstm_cli.backend import keras, tf
+from bilstm_cli.backend import keras, tf  # first: it quiets TensorFlow's start-up logs
 from bilstm_cli.config import ModelConfig
 from bilstm_cli.text import PAD_ID, UNK_ID
+
+# Keras' generic RNN loop, the one keras.layers.LSTM itself runs on a CPU (not in the public
+# API; tests/test_model.py checks our use of it against keras.layers.LSTM).
+keras_backend = keras.src.backend
 
 layers, ops = keras.layers, keras.ops
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli.errors import UserError
-from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, TOKENIZER_FILE, read_labels
+from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, RUN_FILE, TOKENIZER_FILE, read_labels
 from bilstm_cli.text import encode, length_batches, load_tokenizer, pad
 
 
@@ -95,7 +95,9 @@ ENGINES = ("auto", "onnx", "tf")
 
 def choose_engine(run_dir: Path, engine: str = "auto") -> str:
     """`onnx` or `tf` for a run: auto takes ONNX when `model.onnx` is there and not older than
-    `model.keras` (an older one would predict with outdated weights)."""
+    `model.keras` (an older one would predict with outdated weights), or when the run finished:
+    a finished training exports its final model, and a copied run folder (`cp -r`, an unzip)
+    has the copy's file times, in any order."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if engine != "auto":
@@ -103,9 +105,18 @@ def choose_engine(run_dir: Path, engine: str = "auto") -> str:
     onnx_file, keras_file = run_dir / ONNX_FILE, run_dir / MODEL_FILE
     if not onnx_file.is_file():
         return "tf"
-    if keras_file.is_file() and keras_file.stat().st_mtime > onnx_file.stat().st_mtime:
+    if keras_file.is_file() and keras_file.stat().st_mtime > onnx_file.stat().st_mtime \
+            and not _finished(run_dir):
         return "tf"
     return "onnx"
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("state") == "finished"
 
 
 def make_engine(run_dir: Path, engine: str = "auto") -> OnnxEngine | TensorFlowEngine:
@@ -217,6 +228,8 @@ def _id_field(identifier: Any) -> str:
 
 def _decode(raw: bytes, source: str, number: int, errors: str) -> str:
     line = raw.rstrip(b"\n").rstrip(b"\r")
+    if number == 1:
+        line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not text
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:

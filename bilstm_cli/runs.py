@@ -26,6 +26,7 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 DATA_SUMMARY_FILE = "data_summary.json"  # examples per split and class, skipped bad rows
 LATEST = "latest"
+RUN_FILE = "run.json"  # the run's state (running, finished, ...) and how it was started
 MEMBERS_DIR = "members"  # an ensemble's members, each a run folder of its own: members/1, ...
 
 

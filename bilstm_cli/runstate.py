@@ -24,10 +24,10 @@ from bilstm_cli.runs import (
     HISTORY_FILE,
     LATEST,
     METRICS_FILE,
+    RUN_FILE,
     write_json_atomic,
 )
 
-RUN_FILE = "run.json"
 LOCK_FILE = "train.lock"
 STATES = ("running", "finished", "interrupted", "failed")
 

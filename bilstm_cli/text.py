@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from bilstm_cli.errors import UserError
+
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 
@@ -69,7 +71,11 @@ def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for a damaged file
+        raise UserError(f"{path} cannot be read ({exc}): the run folder is damaged; train "
+                        "again, or restore the file") from None
 
 
 # Texts per `encode_batch` call. Its Encoding objects (token strings, offsets, masks) weigh

@@ -183,6 +183,11 @@ def test_engine_choice(run_folder, tmp_path):
 
     os.utime(folder / "model.onnx", (1, 1))  # older than model.keras: outdated weights
     assert choose_engine(folder) == "tf"
+    (folder / "run.json").write_text('{"state": "running"}')  # killed before its export
+    assert choose_engine(folder) == "tf"
+    # A finished training exported its final model: file times are a copy's (cp -r), not news.
+    (folder / "run.json").write_text('{"state": "finished"}')
+    assert choose_engine(folder) == "onnx"
 
 
 def test_onnx_path_never_imports_tensorflow(trained_run, tmp_path):

@@ -85,6 +85,24 @@ def test_missing_input_file_is_a_user_error(run, tmp_path):
     result = predict(run, "--input", str(tmp_path / "nope.txt"))
     assert result.returncode == 2
     assert "input file not found" in result.stderr and "Traceback" not in result.stderr
+    result = predict(run, "--input", str(tmp_path))
+    assert result.returncode == 2 and "is a folder" in result.stderr
+
+
+def test_input_from_a_pipe_and_a_byte_order_mark(run, tmp_path):
+    """`--input <(...)` and `--input /dev/stdin` are pipes, not files, and fine; a BOM (Windows
+    editors write one) is not part of the first text."""
+    result = predict(run, "--input", "/dev/stdin", "--format", "jsonl",
+                     input=f"\ufeff{POS}\n{POS}\n")
+    assert result.returncode == 0, result.stderr
+    first, second = records(result.stdout)
+    assert first["text"] == second["text"] == POS
+    assert first["probabilities"] == second["probabilities"]
+    bom = tmp_path / "bom.tsv"
+    bom.write_bytes(f"\ufefftext\n{NEG}\n".encode())
+    result = predict(run, "--input", str(bom), "--input-format", "tsv", "--format", "label")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "neg\n"
 
 
 def test_tsv_input_with_header_passes_the_id_through(run, tmp_path):
@@ -278,6 +296,7 @@ def test_engines_agree_through_the_cli(run, tmp_path):
     onnx = predict(run, "-", "--format", "jsonl", "--engine", "onnx", input=stdin)
     tf = predict(run, "-", "--format", "jsonl", "--engine", "tf", input=stdin)
     assert onnx.returncode == 0 and tf.returncode == 0, onnx.stderr + tf.stderr
+    assert "absl" not in tf.stderr and "I0000" not in tf.stderr  # TensorFlow's start-up chatter
     a, b = records(onnx.stdout), records(tf.stdout)
     assert len(a) == len(b) == len(texts)
     for x, y in zip(a, b):

@@ -1,12 +1,16 @@
 import numpy as np
+import pytest
 
+from bilstm_cli.errors import UserError
 from bilstm_cli.text import (
     PAD_ID,
     UNK_ID,
     build_tokenizer,
     encode,
     length_batches,
+    load_tokenizer,
     pad,
+    save_tokenizer,
 )
 
 
@@ -94,3 +98,12 @@ def test_wordpiece_truncates_pieces_like_words(tmp_path):
     again = load_tokenizer(tmp_path / "tokenizer.json")
     assert vocab_tokens(again, encode(again, ["one two three four five"])[0]) == [
         "three", "four", "five"]
+
+
+def test_a_damaged_tokenizer_file_is_a_user_error(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    save_tokenizer(build_tokenizer(["great film"], 10), path)
+    path.write_text(path.read_text()[:50])  # cut short (a full disk, a broken copy)
+    with pytest.raises(UserError, match="tokenizer.json cannot be read .*the run folder is "
+                                        "damaged"):
+        load_tokenizer(path)
