@@ -267,10 +267,16 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
     """Dotted keys whose values differ between two config dumps, except the resume-safe ones,
     each as `key: saved -> current`. A key the saved config lacks (written before the key
     existed) counts as its default."""
+    from bilstm_cli.config import DATA_PATH_KEYS, absolute_data_path
+
     old_values = {**_flatten(defaults or {}), **_flatten(saved)}
     new_values = _flatten(current)
+    for key in DATA_PATH_KEYS:  # the same file, however it is spelled (runs before 12-01)
+        for values in (old_values, new_values):
+            values[key] = absolute_data_path(values.get(key))
     safe = set(RESUME_SAFE_KEYS)
-    if old_values.get("training.lr_schedule", "constant") != "constant":
+    schedule = old_values.get("training.lr_schedule", "constant")
+    if schedule != "constant":
         safe.discard("training.epochs")  # a schedule spans the epochs: more of them reshape it
     out = []
     for key in sorted(set(old_values) | set(new_values)):
@@ -278,7 +284,9 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
             continue
         old, new = old_values.get(key), new_values.get(key)
         if old != new:
-            out.append(f"{key}: {_show(old)} -> {_show(new)}")
+            why = f" (the {schedule} learning-rate schedule spans the epochs)" \
+                if key == "training.epochs" else ""
+            out.append(f"{key}: {_show(old)} -> {_show(new)}{why}")
     return out
 
 
@@ -349,8 +357,7 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
         if record.get("state") == "finished" and not any(
                 s is not None and s.epoch < epochs and not s.stopped_early for s in states):
             raise UserError(f"{run_dir} has already finished (all its ensemble members): "
-                            "nothing to resume. Give more --epochs to train its members longer "
-                            "(not after early stopping), or --force to train it again")
+                            f"nothing to resume. {_longer(config)}")
         return True
     if state is None:
         return False
@@ -358,9 +365,19 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
         raise UserError(f"cannot resume {run_dir} with {epochs} epochs: it has done "
                         f"{state.epoch} already")
     if record.get("state") == "finished" and (state.stopped_early or state.epoch >= epochs):
-        why = "stopped early" if state.stopped_early else f"all {state.epoch} epochs done"
-        raise UserError(
-            f"{run_dir} has already finished ({why}): nothing to resume. Give more --epochs to "
-            "train it longer (not after early stopping), or --force to train it again"
-        )
+        why = "stopped early" if state.stopped_early else \
+            f"{state.epoch} epoch{'s' * (state.epoch != 1)} done"
+        raise UserError(f"{run_dir} has already finished ({why}): nothing to resume. "
+                        f"{_longer(config)}")
     return True
+
+
+def _longer(config: dict[str, Any]) -> str:
+    """What a user can do with a finished run: train it longer only where the schedule allows."""
+    schedule = config["training"].get("lr_schedule", "constant")
+    if schedule != "constant":
+        return (f"Its {schedule} learning-rate schedule ended with its last epoch, so it cannot "
+                "be trained longer: train a new run with more --epochs, or add --force to train "
+                "this folder again from the start")
+    return ("Give more --epochs to train it longer (not after early stopping), or --force to "
+            "train it again")

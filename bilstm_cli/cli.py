@@ -70,6 +70,11 @@ class DataFormat(str, Enum):
     parquet = "parquet"
 
 
+class BadRowMode(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
 class DatasetName(str, Enum):
     imdb = "imdb"
     sst2 = "sst2"
@@ -374,6 +379,9 @@ def evaluate(
         = None,
     label_column: Annotated[str | None, typer.Option(
         help="Label column or key.", show_default="the run's data.label_column")] = None,
+    on_bad_row: Annotated[BadRowMode | None, typer.Option(
+        help="A malformed row: error (list the bad rows and stop) or skip (count and report "
+        "them).", show_default="the run's data.on_bad_row")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout.")]
         = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 256,
@@ -392,14 +400,17 @@ def evaluate(
             columns["text_column"] = _column(text_column)
         if label_column is not None:
             columns["label_column"] = _column(label_column)
+        if on_bad_row is not None:
+            columns["on_bad_row"] = on_bad_row.value
         if ":" in data and not Path(data).exists():
             dataset = load_builtin_split(data)
         else:
             settings = DataConfig(dataset=None, train=data, **columns)
-            dataset = read_labelled(data, settings, data_format.value)
+            dataset = read_labelled(data, settings, data_format.value,
+                                    skip_hint="pass --on-bad-row skip")
             if dataset.skipped:
-                ui.warn(f"{dataset.skipped} bad row(s) of {data} skipped (data.on_bad_row: "
-                        f"skip), e.g. {dataset.bad_rows[0]}")
+                ui.warn(f"{dataset.skipped} bad row(s) of {data} skipped (on_bad_row: skip), "
+                        f"e.g. {dataset.bad_rows[0]}")
             for note in dataset.notes:  # e.g. a sub-folder that is not one of the labels
                 ui.warn(note)
         report = evaluate_dataset(_classifier(run_dir, engine.value), dataset, batch_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -180,6 +181,24 @@ def resolve_config_path(name_or_path: str | None) -> Path:
         f"config file not found: {name_or_path} (give a YAML file, or one of the shipped "
         f"configs: {', '.join(names)})"
     )
+
+
+DATA_PATH_KEYS = ("data.train", "data.validation", "data.test")
+
+
+def absolute_data_path(value: Any) -> Any:
+    """A data file's path as an absolute one (`-`, stdin, and unset stay as they are): a run's
+    config.yaml must name the same files wherever `train --resume` runs from."""
+    if not isinstance(value, str) or value == "-" or not value:
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def with_absolute_data_paths(config: Config) -> Config:
+    data = config.data
+    return config.model_copy(update={"data": data.model_copy(update={
+        key: absolute_data_path(getattr(data, key)) for key in ("train", "validation", "test")
+    })})
 
 
 def load_config(

@@ -41,7 +41,7 @@ from bilstm_cli.checkpoint import (
     save_best,
     save_last,
 )
-from bilstm_cli.config import Config, TrainingConfig, config_to_yaml
+from bilstm_cli.config import Config, TrainingConfig, config_to_yaml, with_absolute_data_paths
 from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits, summarize
 from bilstm_cli.data.splits import class_weights
@@ -208,7 +208,7 @@ class Prepared:
 def _write_run_files(run_dir: Path, config: Config, data: Prepared,
                      summary: dict[str, Any]) -> None:
     """What `predict` and `evaluate` read besides the model, and what was trained on."""
-    write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(config))
+    write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(with_absolute_data_paths(config)))
     write_json_atomic(run_dir / LABELS_FILE, {"labels": data.labels})
     write_json_atomic(run_dir / DATA_SUMMARY_FILE, summary)
     save_tokenizer(data.tokenizer, run_dir / TOKENIZER_FILE)

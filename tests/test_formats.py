@@ -359,8 +359,19 @@ def test_evaluate_reads_a_file_as_the_run_read_its_training_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["examples"] == 12  # the header row is not an example
 
-    (tmp_path / "runs" / "latest" / "labels.json").write_text('{"labels": ')  # damaged
+    with open(tmp_path / "test.txt", "a") as handle:
+        handle.write("12\tno label column\n")
     result = run_cli("evaluate", "--data", "test.txt", "--model", "runs/latest", cwd=tmp_path)
+    assert result.returncode == 2 and "test.txt:14: expected 3 columns, found 2" in result.stderr
+    assert "pass --on-bad-row skip" in result.stderr
+    result = run_cli("evaluate", "--data", "test.txt", "--json", "--on-bad-row", "skip",
+                     "--model", "runs/latest", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["skipped_rows"] == 1 and "1 bad row(s)" in result.stderr
+
+    (tmp_path / "runs" / "latest" / "labels.json").write_text('{"labels": ')  # damaged
+    result = run_cli("evaluate", "--data", "test.txt", "--on-bad-row", "skip", "--model",
+                     "runs/latest", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "labels.json cannot be read" in result.stderr and "damaged" in result.stderr
 

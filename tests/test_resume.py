@@ -541,3 +541,48 @@ def test_weight_averaging_validates_and_saves_the_average_and_resumes_exactly(da
                    if array.shape == value.shape and array.size > 8)
 
     assert_kill_and_resume_ends_as(reference, data, tmp_path / "runs", averaged)
+
+
+def test_resume_reads_the_same_files_from_another_folder(tmp_path):
+    """config.yaml names the data files as absolute paths: `--resume` from anywhere reads what
+    the run was trained on (not a file of the same relative name where it is run from)."""
+    from conftest import TINY
+
+    project = tmp_path / "project"
+    (project / "d").mkdir(parents=True)
+    write_tsv(project / "d" / "train.tsv", toy_examples(60))
+    result = run_cli("train", *TINY, "--epochs", "1", "--set", "data.train=d/train.tsv",
+                     "--set", "training.lr_schedule=constant", "--output", "runs", cwd=project)
+    assert result.returncode == 0, result.stderr
+    run_dir = (project / "runs" / "latest").resolve()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["train"]
+    assert saved == str(project / "d" / "train.tsv")
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "d").mkdir(parents=True)
+    write_tsv(elsewhere / "d" / "train.tsv", [("other data", "x"), ("other", "y")] * 30)
+    # The same file, spelled relative to where the run was made: not a change.
+    result = run_cli("train", "--resume", str(run_dir), "--epochs", "2",
+                     "--set", "data.train=d/train.tsv", cwd=project)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", "--resume", str(run_dir), "--epochs", "3", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load((run_dir / "labels.json").read_text())["labels"] == ["neg", "pos"]
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_a_finished_cosine_run_says_why_it_cannot_train_longer(tmp_path):
+    from bilstm_cli.checkpoint import config_differences
+    from bilstm_cli.config import Config
+
+    saved = Config().model_dump(mode="json")
+    saved["training"]["lr_schedule"] = "cosine"
+    longer = json.loads(json.dumps(saved))
+    longer["training"]["epochs"] += 2
+    assert config_differences(saved, longer) == [
+        f"training.epochs: {saved['training']['epochs']} -> {longer['training']['epochs']} "
+        "(the cosine learning-rate schedule spans the epochs)"]
+    relative = json.loads(json.dumps(saved))
+    saved["data"]["train"] = str(Path.cwd() / "d" / "train.tsv")
+    relative["data"]["train"] = "d/train.tsv"
+    assert config_differences(saved, relative) == []

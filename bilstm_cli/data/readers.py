@@ -63,9 +63,11 @@ class BadRows:
     """Bad rows of one file: the first few messages and the count. With mode "error", `finish`
     raises one error listing them; with "skip", the caller reports the count."""
 
-    def __init__(self, path: str, mode: str = "error") -> None:
+    def __init__(self, path: str, mode: str = "error",
+                 skip_hint: str = "set data.on_bad_row=skip") -> None:
         self.path = path
         self.mode = mode
+        self.skip_hint = skip_hint  # how the command at hand skips them
         self.messages: list[str] = []
         self.count = 0
         self.notes: list[str] = []  # things read past on purpose (e.g. ignored sub-folders)
@@ -86,8 +88,7 @@ class BadRows:
     def finish(self) -> None:
         if self.count and self.mode == "error":
             raise UserError(
-                self.summary() + "\n(fix them, or set data.on_bad_row=skip to skip and count "
-                "them)"
+                self.summary() + f"\n(fix them, or {self.skip_hint} to skip and count them)"
             )
 
 

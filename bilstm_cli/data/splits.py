@@ -60,12 +60,13 @@ class Splits:
         return named + ([("test", self.test)] if self.test is not None else [])
 
 
-def read_labelled(path: str, data: DataConfig, format: str | None = None) -> Dataset:
+def read_labelled(path: str, data: DataConfig, format: str | None = None,
+                  skip_hint: str = "set data.on_bad_row=skip") -> Dataset:
     """All good rows of a file (or folder); skipped bad rows are counted on the Dataset.
     `format` overrides data.format; if it is auto, data.format still serves a file whose
     extension names no format (a run's `test.txt` in fastText, as its `train.txt` was)."""
     dataset = Dataset(source=path)
-    bad = BadRows(path, data.on_bad_row)
+    bad = BadRows(path, data.on_bad_row, skip_hint)
     for _, text, label in read_rows(
         path, format or data.format, data.text_column, data.label_column, data.header,
         data.label_prefix, data.labels, bad, fallback_format=data.format,
