@@ -321,12 +321,12 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
         # A member trained on the ensemble's split, which its own seed would not remake.
         raise UserError(f"{run_dir} is a member of the ensemble {ensemble}: resume the "
                         f"ensemble instead (bilstm train --resume {ensemble})")
-    from bilstm_cli.runstate import lock_owner, pid_alive
+    from bilstm_cli.runstate import lock_owner
 
     owner = lock_owner(run_dir)
-    if owner is not None and owner != os.getpid() and pid_alive(owner):
-        raise UserError(f"another training (pid {owner}) is writing into {run_dir}; wait for it "
-                        "to end or stop it")
+    if owner is not None and owner != os.getpid():
+        raise UserError(f"another training (pid {owner or '?'}) is writing into {run_dir}; "
+                        "wait for it to end or stop it")
     if force:
         return False
     try:

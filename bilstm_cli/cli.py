@@ -107,6 +107,12 @@ def main_options(
     """Text classification with uni- and bi-directional LSTMs: train, predict, evaluate."""
 
 
+# The config keys that train's own options set, for error messages.
+SHORTCUT_OPTIONS = {"model.bidirectional": "--bidirectional", "training.epochs": "--epochs",
+                    "training.batch_size": "--batch-size", "training.seed": "--seed",
+                    "output.dir": "--output", "training.deterministic": "--deterministic"}
+
+
 @app.command()
 def train(
     config: Annotated[str | None, typer.Option(
@@ -143,6 +149,7 @@ def train(
     `bilstm train --resume RUN_DIR`."""
     from bilstm_cli.config import config_to_yaml, load_config, resolve_config_path
     from bilstm_cli.data import load_splits, summarize
+    from bilstm_cli.runs import check_output_dir
     from bilstm_cli.text import tokenizer_for
 
     shortcuts = {"model.bidirectional": bidirectional, "training.epochs": epochs,
@@ -154,14 +161,21 @@ def train(
         if resume is not None and output is not None:
             raise UserError("--output chooses where new run folders go; a resumed run stays "
                             f"in {resume}: leave out --output")
+        if resume is not None and not (resume / "config.yaml").is_file():
+            what = "does not exist" if not resume.exists() else "has no config.yaml"
+            raise UserError(f"cannot resume {resume}: it {what} (give a run folder made by "
+                            "`bilstm train`)")
         base = resolve_config_path(config) if config or resume is None else (
             resume / "config.yaml")
-        cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None})
+        cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
+                          SHORTCUT_OPTIONS)
         continuing = False
         if resume is not None and not dry_run:
             from bilstm_cli.checkpoint import check_resume
 
             continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
+        elif not dry_run:
+            check_output_dir(cfg.output.dir)
         splits = load_splits(cfg.data, cfg.training.seed)
         tokenizer = tokenizer_for(cfg.data, splits.train.texts)
         summary = summarize(splits, cfg, tokenizer)
@@ -256,8 +270,9 @@ def predict(
         "--model", "-m", help="A run folder or its model file.",
         show_default="runs/latest")] = None,
     output_format: Annotated[OutputFormat, typer.Option(
-        "--format", "-f", help="label: the label; tsv: label<TAB>probability; jsonl: a record "
-        "with all probabilities.")] = OutputFormat.tsv,
+        "--format", "-f", help="label: the label (with --top-k, K labels, tab-separated); "
+        "tsv: label<TAB>probability; jsonl: a record with all probabilities.")]
+        = OutputFormat.tsv,
     top_k: Annotated[int, typer.Option(min=1, help="Show the K most probable labels.")] = 1,
     threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Two classes: predict the second label when its probability "

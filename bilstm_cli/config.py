@@ -205,8 +205,10 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    extra_names: dict[str, str] | None = None,
 ) -> Config:
-    """Read a YAML config, apply `--set` overrides then the CLI shortcuts, and validate."""
+    """Read a YAML config, apply `--set` overrides then the CLI shortcuts, and validate.
+    `extra_names`: the option that set each shortcut key, for error messages (`--epochs`)."""
     raw: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     source = "<defaults>"
@@ -215,15 +217,15 @@ def load_config(
         source = str(config_path)
         raw, lines = _read_yaml(config_path)
     merged = copy.deepcopy(raw)
-    overridden: set[tuple[str, ...]] = set()
+    overridden: dict[tuple[str, ...], str] = {}  # key -> where the command line set it
     for item in overrides or []:
         keys, value = parse_override(item)
         _set_path(merged, keys, value)
-        overridden.add(keys)
+        overridden[keys] = "--set"
     for dotted, value in (extra or {}).items():
         keys = tuple(dotted.split("."))
         _set_path(merged, keys, value)
-        overridden.add(keys)
+        overridden[keys] = (extra_names or {}).get(dotted, "command line")
     return validate_config(merged, source=source, lines=lines, overridden=overridden)
 
 
@@ -231,10 +233,10 @@ def validate_config(
     raw: dict[str, Any],
     source: str = "<config>",
     lines: dict[tuple[str, ...], int] | None = None,
-    overridden: set[tuple[str, ...]] | None = None,
+    overridden: dict[tuple[str, ...], str] | None = None,
 ) -> Config:
     lines = lines or {}
-    overridden = overridden or set()
+    overridden = overridden or {}
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -310,7 +312,7 @@ def _set_path(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _describe(err: dict, raw: dict, source: str, lines: dict, overridden: set) -> str:
+def _describe(err: dict, raw: dict, source: str, lines: dict, overridden: dict) -> str:
     skipped = ("function-", "literal")
     loc = tuple(str(part) for part in err["loc"] if not str(part).startswith(skipped))
     # pydantic adds the union member tried ("str", "int", "bool", ...) to the location; drop it.
@@ -325,8 +327,10 @@ def _describe(err: dict, raw: dict, source: str, lines: dict, overridden: set) -
         message = "expected a mapping of keys (e.g. `units: 64` on the next lines, indented)"
     elif "input" in err and err["type"] != "missing":
         message = f"{message} (got {err['input']!r})"
-    if any(key[: len(loc)] == loc or loc[: len(key)] == key for key in overridden):
-        where = "--set"
+    setters = [name for key, name in overridden.items()
+               if key[: len(loc)] == loc or loc[: len(key)] == key]
+    if setters:
+        where = setters[-1]  # the last one wins, as its value does
     elif loc in lines:
         where = f"{source}:{lines[loc]}"
     else:

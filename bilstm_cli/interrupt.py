@@ -65,5 +65,6 @@ class StopSignals:
         for other in HANDLED:
             signal.signal(other, signal.SIG_DFL)  # the next signal ends the process at once
         name = signal.Signals(signum).name
-        self.notify(f"{name}: stopping after this batch and saving a checkpoint "
-                    "(press Ctrl-C again to abort at once)")
+        again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {name} again"
+        self.notify(f"{name}: stopping after this batch and saving a checkpoint ({again} to "
+                    "abort at once)")

@@ -188,7 +188,8 @@ def format_prediction(
 ) -> str:
     """One output line for one input text.
 
-    label: the label; tsv: label<TAB>probability (then the next of the top k). `with_id` puts the
+    label: the label (then the next of the top k); tsv: label<TAB>probability (then the next
+    of the top k). `with_id` puts the
     input's id first (a jsonl "id" key); `all_probabilities` appends one column per class, in
     the model's label order, to label and tsv lines.
     """
@@ -196,7 +197,7 @@ def format_prediction(
     top = order[: max(1, top_k)]
     if output_format in ("label", "tsv"):
         if output_format == "label":
-            fields = [labels[choice]]
+            fields = [labels[i] for i in top]
         else:
             fields = [f"{labels[i]}\t{probabilities[i]:.6f}" for i in top]
         if all_probabilities:

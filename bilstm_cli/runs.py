@@ -69,6 +69,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def check_output_dir(output_dir: str) -> None:
+    """Refuse an output.dir that cannot hold run folders before the data loads, not after."""
+    for folder in (Path(output_dir), *Path(output_dir).parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UserError(f"output.dir {output_dir}: {folder} is a file, not a folder "
+                                "(give --output a folder for run folders)")
+            return
+
+
 def new_run_dir(output_dir: str, name: str) -> Path:
     """`<output_dir>/<timestamp>-<name>`, made unique if two runs start in the same second."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -5,6 +5,7 @@ and how it ended), and the listing behind `bilstm runs`. No TensorFlow here.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import platform
@@ -36,62 +37,79 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def pid_alive(pid: int) -> bool:
+def _pid_in(fd: int) -> int | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-def lock_owner(run_dir: Path) -> int | None:
-    """The pid in the run's lock file, or None (no lock, or an unreadable one)."""
-    try:
-        return int((run_dir / LOCK_FILE).read_text().split()[0])
+        return int(os.pread(fd, 32, 0).split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
+def lock_owner(run_dir: Path) -> int | None:
+    """The pid of the live process that holds the run's lock (0 if it has not written its pid
+    yet), or None: no lock file, or one left by a process that died (the kernel releases a
+    dead process's lock, so a reused pid never counts)."""
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _pid_in(fd) or 0
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class RunLock:
-    """`train.lock` in the run folder, holding our pid, for as long as training runs. A second
-    training into the folder refuses; a lock left by a dead process is taken over."""
+    """`train.lock` in the run folder, locked (flock) and holding our pid for as long as
+    training runs. A second training into the folder refuses; a lock file left by a process
+    that died (its lock went with it) is taken over."""
 
     def __init__(self, run_dir: Path, warn: Callable[[str], None]) -> None:
         self.path = run_dir / LOCK_FILE
         self.warn = warn
-        self.held = False
+        self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = lock_owner(self.path.parent)
-                if owner is not None and owner != os.getpid() and pid_alive(owner):
-                    raise UserError(
-                        f"another training (pid {owner}) is writing into {self.path.parent}; "
-                        f"wait for it to end or stop it (if that process is gone, delete "
-                        f"{self.path})"
-                    ) from None
-                self.warn(f"taking over the stale lock {self.path} (process "
-                          f"{owner if owner is not None else '?'} is gone)")
-                self.path.unlink(missing_ok=True)
-                continue
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             except OSError as exc:
                 raise UserError(f"cannot write in the run folder {self.path.parent}: "
                                 f"{exc.strerror}") from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{os.getpid()}\n")
-            self.held = True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _pid_in(fd)
+                os.close(fd)
+                raise UserError(
+                    f"another training (pid {owner or '?'}) is writing into "
+                    f"{self.path.parent}; wait for it to end or stop it"
+                ) from None
+            try:  # its holder may have ended, removing the file, between our open and lock
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            previous = _pid_in(fd)
+            if previous is not None:
+                self.warn(f"taking over the stale lock {self.path} (process {previous} is gone)")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self.fd = fd
             return self
         raise UserError(f"cannot take the lock {self.path}: it keeps changing")
 
     def __exit__(self, *exc: object) -> None:
-        if self.held and lock_owner(self.path.parent) == os.getpid():
-            self.path.unlink(missing_ok=True)
-        self.held = False
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # before the lock goes: see __enter__'s check
+            os.close(self.fd)
+            self.fd = None
 
 
 class RunRecord:
@@ -173,8 +191,7 @@ def run_state(run_dir: Path, record: dict[str, Any] | None) -> str:
         return "unknown"
     state = record.get("state", "unknown")
     if state == "running":
-        owner = lock_owner(run_dir)
-        if owner is None or not pid_alive(owner):
+        if lock_owner(run_dir) is None:
             return "interrupted"
     return state
 
@@ -224,7 +241,9 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
 def list_runs(folder: Path) -> list[dict[str, Any]]:
     """Every run folder under `folder` (those with a run.json or config.yaml), oldest first."""
     if not folder.is_dir():
-        raise UserError(f"no run folders: {folder} does not exist")
+        what = "is a file" if folder.exists() else "does not exist"
+        raise UserError(f"no run folders: {folder} {what} (give the folder that holds run "
+                        "folders, e.g. runs)")
     runs = [
         describe_run(entry) for entry in sorted(folder.iterdir())
         if entry.is_dir() and not entry.is_symlink() and entry.name != LATEST

@@ -22,6 +22,21 @@ def test_config_error_is_one_message_exit_2(tmp_path):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+def test_option_errors_name_the_option(tmp_path):
+    result = run_cli("train", "--epochs", "0", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 2 and "training.epochs: " in result.stderr
+    assert "[--epochs]" in result.stderr
+    result = run_cli("train", "--resume", "nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot resume nope: it does not exist (give a run folder" in result.stderr
+    (tmp_path / "file.tsv").write_text("x\n")
+    result = run_cli("runs", "file.tsv", cwd=tmp_path)
+    assert result.returncode == 2 and "file.tsv is a file" in result.stderr
+    result = run_cli("train", "--output", "file.tsv/runs", cwd=tmp_path)  # before the data loads
+    assert result.returncode == 2 and "file.tsv is a file, not a folder" in result.stderr
+    assert "imdb" not in result.stderr
+
+
 def test_dry_run_prints_config_and_summary(toy_files, tmp_path):
     result = run_cli("train", "--dry-run", "--set", "data.dataset=null",
                      "--set", f"data.train={toy_files['train']}", cwd=tmp_path)
@@ -69,7 +84,7 @@ def test_predict_input_file_label_format_and_latest(trained_run, tmp_path):
     result = run_cli("predict", "--input", str(texts), "--format", "label", "--top-k", "2",
                      cwd=runs.parent)  # --model defaults to runs/latest
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "pos\nneg\n"
+    assert result.stdout == "pos\tneg\nneg\tpos\n"  # the top 2 labels, most probable first
 
 
 def test_predict_without_a_model_is_a_user_error(tmp_path):

@@ -21,6 +21,7 @@ def test_tsv_label_and_top_k_formats():
     assert format_prediction("t", p, 1, labels, "tsv") == "b\t0.700000"
     assert format_prediction("t", p, 1, labels, "label") == "b"
     assert format_prediction("t", p, 1, labels, "tsv", top_k=2) == "b\t0.700000\tc\t0.200000"
+    assert format_prediction("t", p, 1, labels, "label", top_k=2) == "b\tc"
 
 
 def test_jsonl_record():

@@ -3,6 +3,7 @@ reproducibility, run.json and `bilstm runs`. Real processes and real signals thr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -44,6 +46,18 @@ def args(data: Path, *extra: str) -> list[str]:
         "--set", "model.ensemble=1",
         "--epochs", str(EPOCHS), "--batch-size", "16", *extra,
     ]
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, pid: int) -> Iterator[None]:
+    """`path` locked as a live training holds its train.lock, naming `pid`."""
+    import fcntl
+
+    with open(path, "w") as handle:
+        handle.write(f"{pid}\n")
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def start(data: Path, output: Path, *extra: str) -> subprocess.Popen:
@@ -339,8 +353,13 @@ def test_unwritable_output_is_a_clear_error(data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = run_cli(*args(data, "--output", str(blocker / "runs")), cwd=data)
-    assert result.returncode == 2
-    assert f"cannot create the run folder {blocker / 'runs'}" in result.stderr
+    assert result.returncode == 2  # said before the data loads
+    assert f"output.dir {blocker / 'runs'}: {blocker} is a file, not a folder" in result.stderr
+    from bilstm_cli.errors import UserError
+    from bilstm_cli.runs import new_run_dir
+
+    with pytest.raises(UserError, match=f"cannot create the run folder {blocker / 'runs'}"):
+        new_run_dir(str(blocker / "runs"), "x")  # the library's own guard
 
 
 def diverge(data: Path, output: Path, learning_rate: str) -> subprocess.CompletedProcess:
@@ -391,8 +410,9 @@ def test_resume_refuses_a_changed_config_and_force_starts_over(reference, data, 
     result = run_cli("train", "--resume", str(run_dir), cwd=data)
     assert result.returncode == 2 and "already finished" in result.stderr
 
-    (run_dir / "train.lock").write_text(f"{os.getppid()}\n")  # a live process holds it
-    result = run_cli("train", "--resume", str(run_dir), "--epochs", str(EPOCHS + 1), cwd=data)
+    with held_lock(run_dir / "train.lock", os.getppid()):  # as a live training holds it
+        result = run_cli("train", "--resume", str(run_dir), "--epochs", str(EPOCHS + 1),
+                         cwd=data)
     assert result.returncode == 2
     assert f"another training (pid {os.getppid()}) is writing into {run_dir}" in result.stderr
     (run_dir / "train.lock").unlink()
@@ -433,7 +453,7 @@ def test_checkpoint_every_and_resume_safe_keys():
     cosine = load_config(None, ["training.lr_schedule=cosine"]).model_dump(mode="json")
     longer = load_config(None, ["training.lr_schedule=cosine", "training.epochs=9"])
     assert config_differences(cosine, longer.model_dump(mode="json")) == [
-        "training.epochs: 5 -> 9"]  # the schedule spans the epochs: more of them reshape it
+        "training.epochs: 5 -> 9 (the cosine learning-rate schedule spans the epochs)"]
     older = Config().model_dump(mode="json")
     del older["training"]["deterministic"]  # a run from before the key existed
     assert config_differences(older, saved, saved) == []
@@ -498,22 +518,27 @@ def test_latest_that_is_a_real_folder_is_a_user_error_and_left_alone(tmp_path):
 
 def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
     from bilstm_cli.errors import UserError
-    from bilstm_cli.runstate import LOCK_FILE, RunLock
+    from bilstm_cli.runstate import LOCK_FILE, RunLock, lock_owner
 
     lock = tmp_path / LOCK_FILE
-    lock.write_text(f"{os.getppid()}\n")  # alive: the shell or pytest's parent
-    with pytest.raises(UserError, match=f"another training \\(pid {os.getppid()}\\)"):
-        RunLock(tmp_path, print).__enter__()
-    assert lock.read_text() == f"{os.getppid()}\n"
+    with held_lock(lock, os.getppid()):  # as another training holds it
+        with pytest.raises(UserError, match=f"another training \\(pid {os.getppid()}\\)"):
+            RunLock(tmp_path, print).__enter__()
+        assert lock.read_text() == f"{os.getppid()}\n"
+        assert lock_owner(tmp_path) == os.getppid()
 
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    lock.write_text(f"{dead.pid}\n")
+    # A live pid in a file nobody holds: its process died and the pid went to another one.
+    lock.write_text(f"{os.getppid()}\n")
+    assert lock_owner(tmp_path) is None
     warnings: list[str] = []
     with RunLock(tmp_path, warnings.append):
         assert lock.read_text() == f"{os.getpid()}\n"
-    assert "taking over the stale lock" in warnings[0] and str(dead.pid) in warnings[0]
+        assert lock_owner(tmp_path) == os.getpid()
+    assert "taking over the stale lock" in warnings[0] and str(os.getppid()) in warnings[0]
     assert not lock.exists()
+    with RunLock(tmp_path, warnings.append):  # a fresh lock: nothing to take over
+        pass
+    assert len(warnings) == 1
 
 
 def test_weight_averaging_validates_and_saves_the_average_and_resumes_exactly(data, tmp_path):
@@ -571,18 +596,15 @@ def test_resume_reads_the_same_files_from_another_folder(tmp_path):
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3
 
 
-def test_a_finished_cosine_run_says_why_it_cannot_train_longer(tmp_path):
+def test_resume_compares_data_paths_by_the_file_they_name():
     from bilstm_cli.checkpoint import config_differences
     from bilstm_cli.config import Config
 
     saved = Config().model_dump(mode="json")
-    saved["training"]["lr_schedule"] = "cosine"
-    longer = json.loads(json.dumps(saved))
-    longer["training"]["epochs"] += 2
-    assert config_differences(saved, longer) == [
-        f"training.epochs: {saved['training']['epochs']} -> {longer['training']['epochs']} "
-        "(the cosine learning-rate schedule spans the epochs)"]
     relative = json.loads(json.dumps(saved))
     saved["data"]["train"] = str(Path.cwd() / "d" / "train.tsv")
     relative["data"]["train"] = "d/train.tsv"
     assert config_differences(saved, relative) == []
+    relative["data"]["train"] = "e/train.tsv"
+    assert config_differences(saved, relative) == [
+        f"data.train: {saved['data']['train']} -> {Path.cwd() / 'e' / 'train.tsv'}"]
