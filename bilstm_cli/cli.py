@@ -394,6 +394,9 @@ def evaluate(
         = None,
     label_column: Annotated[str | None, typer.Option(
         help="Label column or key.", show_default="the run's data.label_column")] = None,
+    header: Annotated[bool | None, typer.Option(
+        "--header/--no-header", help="tsv/csv: whether the first row names the columns.",
+        show_default="the run's data.header (auto: when a column is given by name)")] = None,
     on_bad_row: Annotated[BadRowMode | None, typer.Option(
         help="A malformed row: error (list the bad rows and stop) or skip (count and report "
         "them).", show_default="the run's data.on_bad_row")] = None,
@@ -417,6 +420,8 @@ def evaluate(
             columns["label_column"] = _column(label_column)
         if on_bad_row is not None:
             columns["on_bad_row"] = on_bad_row.value
+        if header is not None:
+            columns["header"] = header
         if ":" in data and not Path(data).exists():
             dataset = load_builtin_split(data)
         else:

@@ -296,8 +296,8 @@ def build_onnx(specs: ModelSpec | Iterable[ModelSpec], check: bool = True) -> An
 
 def export_model(model: Any, path: Path) -> Path:
     """Write the Keras model's ONNX twin to `path` (atomically). The proto is dropped once
-    serialized, and the bytes once written, before the checker reads the file back: at no
-    point are the weights held more than twice over."""
+    serialized, and the bytes once written, before the checker reads the file back: besides
+    Keras' own, at most two copies of the weights are held at once."""
     from onnx import checker
 
     from bilstm_cli.runs import write_atomic
@@ -308,7 +308,7 @@ def export_model(model: Any, path: Path) -> Path:
 
     def write(tmp: Path) -> None:
         tmp.write_bytes(serialized.pop())
-        checker.check_model(tmp)
+        checker.check_model(str(tmp))  # a str: older onnx releases may not take a Path
 
     write_atomic(path, write)
     return path

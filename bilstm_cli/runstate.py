@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,11 +57,26 @@ def lock_owner(run_dir: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return _pid_in(fd) or 0
+    except OSError:  # a file system without flock: nobody can hold it
+        return None
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _try_lock(fd: int, attempts: int = 10) -> bool:
+    """flock(LOCK_EX) without blocking, retried briefly: `lock_owner` probes (`bilstm runs`,
+    a resume's check) hold the lock for an instant."""
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < attempts:
+                time.sleep(0.02)
+    return False
 
 
 class RunLock:
@@ -81,33 +97,45 @@ class RunLock:
                 raise UserError(f"cannot write in the run folder {self.path.parent}: "
                                 f"{exc.strerror}") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner = _pid_in(fd)
+                if not _try_lock(fd):
+                    owner = _pid_in(fd)
+                    raise UserError(
+                        f"another training (pid {owner or '?'}) is writing into "
+                        f"{self.path.parent}; wait for it to end or stop it"
+                    )
+                try:  # its holder may have ended, removing the file, between our open and lock
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+                previous = _pid_in(fd)
+                if previous is not None:
+                    self.warn(f"taking over the stale lock {self.path} (process {previous} is "
+                              "gone)")
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except UserError:
                 os.close(fd)
-                raise UserError(
-                    f"another training (pid {owner or '?'}) is writing into "
-                    f"{self.path.parent}; wait for it to end or stop it"
-                ) from None
-            try:  # its holder may have ended, removing the file, between our open and lock
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
+                raise
+            except OSError as exc:  # e.g. a file system without flock
                 os.close(fd)
-                continue
-            previous = _pid_in(fd)
-            if previous is not None:
-                self.warn(f"taking over the stale lock {self.path} (process {previous} is gone)")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self.warn(f"cannot lock {self.path} ({exc.strerror or exc}); training without "
+                          "the lock: do not start a second training into this folder")
+                return self
             self.fd = fd
             return self
         raise UserError(f"cannot take the lock {self.path}: it keeps changing")
 
     def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
+        if self.fd is None:
+            return
+        try:
             self.path.unlink(missing_ok=True)  # before the lock goes: see __enter__'s check
+        except OSError:
+            pass  # the next training takes the file over
+        finally:
             os.close(self.fd)
             self.fd = None
 

@@ -144,6 +144,14 @@ def test_ensemble_export_copies_out_one_member_at_a_time(run_folder):
     assert [node.op_type for node in proto.graph.node].count("LSTM") == 3
     assert proto.graph.node[-1].op_type == "Mean"
 
+    from bilstm_cli.export import specs_from_keras
+    from bilstm_cli.model import ensemble_model
+
+    made = specs_from_keras(ensemble_model(members))  # export_model's source of specs
+    first = weakref.ref(next(made))
+    next(made)
+    assert first() is None  # it keeps nothing of the spec it handed out
+
 
 def test_backward_final_state_is_keras_backward_output(run_folder):
     """Pooling `last` in a BiLSTM: the backward half is the state after reading each text back

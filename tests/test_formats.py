@@ -83,6 +83,10 @@ def test_a_carriage_return_inside_a_tsv_row_loses_only_that_row(tmp_path):
         ("good one", "pos"), ("fine", "neg"), ("last", "pos")]
     assert problems.count == 1
     assert problems.messages == [f"{path}:3: a carriage return (\\r) inside the row: remove it"]
+    header = tmp_path / "h.tsv"
+    header.write_bytes(b"te\rxt\tlabel\ngood\tpos\n")
+    with pytest.raises(UserError, match=r"h.tsv:1: cannot read the header row"):
+        rows(header)
 
 
 def test_jsonl_nested_keys_numbers_and_bad_values(tmp_path):
@@ -368,6 +372,12 @@ def test_evaluate_reads_a_file_as_the_run_read_its_training_file(tmp_path):
                      "--model", "runs/latest", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["skipped_rows"] == 1 and "1 bad row(s)" in result.stderr
+    write_tsv(tmp_path / "plain.txt", [(str(i), t, y) for i, (t, y) in enumerate(examples[:5])],
+              header=None)
+    result = run_cli("evaluate", "--data", "plain.txt", "--json", "--no-header", "--model",
+                     "runs/latest", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["examples"] == 5  # the first row is an example too
 
     (tmp_path / "runs" / "latest" / "labels.json").write_text('{"labels": ')  # damaged
     result = run_cli("evaluate", "--data", "test.txt", "--on-bad-row", "skip", "--model",

@@ -33,6 +33,7 @@ def test_a_cache_folder_that_cannot_be_written_falls_back_to_keras(fresh_cache, 
     blocker = fresh_cache / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("BILSTM_CACHE_DIR", str(blocker / "below"))  # not a folder
+    monkeypatch.setenv("CXX", "false")  # any "compiler": the folder fails first
     fused_lstm.library_path.cache_clear()
     messages: list[str] = []
     assert fused_lstm.prepare(messages.append) is False

@@ -540,6 +540,18 @@ def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
         pass
     assert len(warnings) == 1
 
+    # A probe (`bilstm runs`) holds the lock for an instant: a training starting then waits.
+    import fcntl
+    import threading
+
+    lock.write_text("")
+    probe = open(lock)  # noqa: SIM115 - the timer closes it
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    threading.Timer(0.05, probe.close).start()
+    with RunLock(tmp_path, warnings.append):
+        assert lock_owner(tmp_path) == os.getpid()
+    assert probe.closed and len(warnings) == 1
+
 
 def test_weight_averaging_validates_and_saves_the_average_and_resumes_exactly(data, tmp_path):
     """`training.ema_momentum`: validation and model.keras are the moving average, not the last

@@ -274,7 +274,7 @@ def _table_rows(
     if by_name and not has_header:
         raise UserError(
             f"{problems.path}: columns are given by name but data.header is false; give column "
-            f"indexes (e.g. data.text_column=0) or set data.header=true"
+            f"indexes (e.g. data.text_column=0) or set data.header=true (evaluate: --header)"
         )
     consumed = [0]  # physical lines read so far, to give each row its first line number
 
@@ -288,7 +288,11 @@ def _table_rows(
     text_index = label_index = None
     width = None
     if has_header:
-        names = next(reader, None)
+        try:
+            names = next(reader, None)
+        except csv.Error as exc:
+            raise UserError(f"{problems.path}:1: cannot read the header row ({exc}); fix it "
+                            "(a stray carriage return?)") from None
         if names is None:
             return
         names = [n.strip() for n in names]
