@@ -304,6 +304,18 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def resume_config_path(run_dir: Path) -> Path:
+    """The config.yaml `train --resume run_dir` starts from; a UserError if it has none."""
+    from bilstm_cli.runs import CONFIG_FILE
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
+        raise UserError(f"cannot resume {run_dir}: it {what} (give a run folder made by "
+                        "`bilstm train`)")
+    return path
+
+
 def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
     """Whether `train --resume run_dir` with this config (a dump) continues from
     `checkpoints/last` (True; an ensemble's members continue from theirs) or trains the folder
@@ -312,10 +324,7 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
     from bilstm_cli.runs import CONFIG_FILE, MEMBERS_DIR, member_dirs
     from bilstm_cli.runstate import RUN_FILE, read_json
 
-    if not (run_dir / CONFIG_FILE).is_file():
-        what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
-        raise UserError(f"cannot resume {run_dir}: it {what} (give a run folder made by "
-                        "`bilstm train`)")
+    resume_config_path(run_dir)
     ensemble = run_dir.resolve().parent.parent
     if run_dir.resolve().parent.name == MEMBERS_DIR and (ensemble / CONFIG_FILE).is_file():
         # A member trained on the ensemble's split, which its own seed would not remake.

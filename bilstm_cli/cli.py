@@ -147,6 +147,7 @@ def train(
 
     Ctrl-C or SIGTERM stops after the current batch and saves a checkpoint; continue with
     `bilstm train --resume RUN_DIR`."""
+    from bilstm_cli.checkpoint import check_resume, resume_config_path
     from bilstm_cli.config import config_to_yaml, load_config, resolve_config_path
     from bilstm_cli.data import load_splits, summarize
     from bilstm_cli.runs import check_output_dir
@@ -161,18 +162,12 @@ def train(
         if resume is not None and output is not None:
             raise UserError("--output chooses where new run folders go; a resumed run stays "
                             f"in {resume}: leave out --output")
-        if resume is not None and not (resume / "config.yaml").is_file():
-            what = "does not exist" if not resume.exists() else "has no config.yaml"
-            raise UserError(f"cannot resume {resume}: it {what} (give a run folder made by "
-                            "`bilstm train`)")
         base = resolve_config_path(config) if config or resume is None else (
-            resume / "config.yaml")
+            resume_config_path(resume))
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
                           SHORTCUT_OPTIONS)
         continuing = False
         if resume is not None and not dry_run:
-            from bilstm_cli.checkpoint import check_resume
-
             continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
         elif not dry_run:
             check_output_dir(cfg.output.dir)
