@@ -256,7 +256,8 @@ def predict(
         "tsv (tab-separated fields, a header when a column is a name) or jsonl.")]
         = InputFormat.text,
     text_column: Annotated[str, typer.Option(
-        help="tsv/jsonl: the text's column name, or 0-based index (tsv without header).")]
+        help="tsv/jsonl: the text's column name (jsonl: nested keys with dots, "
+        "meta.review), or 0-based index (tsv without header).")]
         = "text",
     id_column: Annotated[str | None, typer.Option(
         help="tsv/jsonl: a column passed through to the output (first field; jsonl: \"id\").")]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli.errors import UserError
+from bilstm_cli.records import MISSING, json_field
 from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, RUN_FILE, TOKENIZER_FILE, read_labels
 from bilstm_cli.text import encode, length_batches, load_tokenizer, pad
 
@@ -382,17 +383,17 @@ def _jsonl_record(line: str, columns: dict[str, str | int], where: str) -> Recor
     if not isinstance(row, dict):
         raise UserError(f"{where}: expected a JSON object per line")
     key = str(columns["text"])
-    if key not in row:
+    text = json_field(row, key, MISSING)
+    if text is MISSING:
         raise UserError(f"{where}: no key {key!r} (keys: {', '.join(map(str, row))}); choose "
-                        "one with --text-column")
-    text = row[key]
+                        "one with --text-column (nested keys with dots: meta.review)")
     if text is None:
         text = ""
     elif isinstance(text, (int, float, bool)):
         text = json.dumps(text)
     elif not isinstance(text, str):
         raise UserError(f"{where}: the value of {key!r} is not a string")
-    identifier = row.get(str(columns["id"])) if "id" in columns else None
+    identifier = json_field(row, columns["id"]) if "id" in columns else None
     return identifier, text
 
 

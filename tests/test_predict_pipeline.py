@@ -182,6 +182,16 @@ def test_parse_records_in_process():
         list(parse_records(iter([['{"text": "a"}', "[1]"]]), "jsonl", source="f.jsonl"))
 
 
+def test_jsonl_nested_keys_as_in_training():
+    lines = ['{"meta": {"review": "fine", "id": 7}}', '{"meta.review": "dotted key", "meta": {}}',
+             '{"meta": {"review": null}}']
+    got = list(parse_records(iter([lines]), "jsonl", "meta.review", "meta.id"))
+    assert got == [[(7, "fine"), (None, "dotted key"), (None, "")]]
+    with pytest.raises(UserError, match=r"f.jsonl:1: no key 'meta.review'.*meta\.review"):
+        list(parse_records(iter([['{"meta": {"text": "a"}}']]), "jsonl", "meta.review",
+                           source="f.jsonl"))
+
+
 # Alignment with empty and undecodable lines --------------------------------------------------
 
 def test_empty_and_invalid_lines_keep_alignment(run):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bilstm_cli.errors import UserError
+from bilstm_cli.records import json_field
 
 FORMATS = {
     ".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -177,19 +178,6 @@ def _has_invalid_utf8(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-def _lookup(record: dict, key: str | int) -> object:
-    """record[key], or a nested value for a dotted key ("meta.review": record["meta"]["review"])."""
-    key = str(key)
-    if key in record:
-        return record[key]
-    node: object = record
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _jsonl_rows(
     lines: Iterable[tuple[int, str]],
     text_key: str | int,
@@ -210,8 +198,8 @@ def _jsonl_rows(
         if not isinstance(record, dict):
             problems.add(number, "expected a JSON object per line")
             continue
-        text = _lookup(record, text_key)
-        label = "" if label_key is None else _lookup(record, label_key)
+        text = json_field(record, text_key)
+        label = "" if label_key is None else json_field(record, label_key)
         if not isinstance(text, str) or not text.strip():
             problems.add(number, f"missing or empty text (key {text_key!r})")
         elif isinstance(label, (dict, list)):
