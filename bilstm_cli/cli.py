@@ -294,6 +294,9 @@ def predict(
         sources = _prediction_sources(texts or [], input_files or [], batch_size, errors.value,
                                       input_format.value, text_column, id_column)
         classifier = _classifier(resolve_model(model), engine.value)
+        if top_k > len(classifier.labels):
+            ui.warn(f"--top-k {top_k}: the model has {len(classifier.labels)} labels, so each "
+                    f"answer lists all {len(classifier.labels)}")
         outputs = predict_lines(classifier, sources, output_format.value, top_k, threshold,
                                 probabilities, with_id=id_column is not None)
         _write_lines(outputs)

@@ -192,6 +192,20 @@ def test_splits_from_files_and_label_checks(tmp_path):
         load_splits(files(train, test=str(unseen)), seed=1)
 
 
+def test_a_test_file_that_repeats_the_training_texts_is_noted(tmp_path):
+    rows = [(f"text number {i}", "pos" if i % 2 else "neg") for i in range(40)]
+    train = write_tsv(tmp_path / "train.tsv", rows)
+    same = load_splits(files(train, test=str(train), validation=str(train)), seed=1)
+    for name, split in (("test", same.test), ("validation", same.validation)):
+        assert len(split.notes) == 1
+        assert f"{name} ({train}): 40 of its 40 texts (100%) are training texts" in split.notes[0]
+        assert "not how it does on new text" in split.notes[0]
+    new = write_tsv(tmp_path / "new.tsv", [(f"another text {i}", "pos") for i in range(200)]
+                    + [rows[0]])  # one shared text in 201: the usual duplicates, no note
+    assert load_splits(files(train, test=str(new)), seed=1).test.notes == []
+    assert load_splits(files(train), seed=1).validation.notes == []  # held out of train
+
+
 def test_summary_counts_lengths_and_truncation(tmp_path):
     train = write_tsv(tmp_path / "train.tsv", [("a b c d e", "x"), ("a b", "y")] * 10)
     from bilstm_cli.config import Config

@@ -245,6 +245,10 @@ def test_output_formats(run):
     assert set(record) == {"text", "label", "probability", "probabilities", "top_k"}
     assert [t["label"] for t in record["top_k"]] == ["pos", "neg"]
 
+    clamped = predict(run, POS, "--top-k", "5")
+    assert clamped.stdout.count("\t") == 3  # both labels, each with its probability
+    assert "--top-k 5: the model has 2 labels, so each answer lists all 2" in clamped.stderr
+
 
 def test_threshold(run):
     assert predict(run, NEG, "--threshold", "0", "--format", "label").stdout == "pos\n"

@@ -128,7 +128,24 @@ def load_splits(data: DataConfig, seed: int) -> Splits:
         f"the training data (data.max_examples={data.max_examples} sampled none of them)"
         if data.max_examples is not None else "the training data")
     _check_labels(train, validation, test, labels, listed_in)
+    if data.validation:
+        _note_training_texts(train, validation, "validation")
+    if test is not None:
+        _note_training_texts(train, test, "test")
     return Splits(train, validation, test, labels)
+
+
+def _note_training_texts(train: Dataset, other: Dataset, name: str) -> None:
+    """A validation or test file that repeats the training texts (the same file given twice, or
+    an overlapping export) scores memory, not new text: said in the data summary's notes.
+    Below 1% it is the usual duplicates (IMDB's test set repeats 123 training reviews)."""
+    seen = set(train.texts)
+    shared = sum(text in seen for text in other.texts)
+    if other.texts and shared >= 0.01 * len(other.texts):
+        other.notes.append(
+            f"{name} ({other.source}): {shared:,} of its {len(other):,} texts "
+            f"({shared / len(other):.0%}) are training texts too; its accuracy says how well "
+            "the model remembers them, not how it does on new text")
 
 
 def _label_order(data: DataConfig, train: Dataset) -> list[str]:
