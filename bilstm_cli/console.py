@@ -272,9 +272,12 @@ def _run_cells(run: Mapping[str, Any]) -> list[str]:
 
     started = (run["started"] or "-").replace("T", " ").removesuffix("+00:00")
     epochs = f"{run['epochs_done']}/{run['epochs']}" if run["epochs"] else str(run["epochs_done"])
+    best_epoch = str(run["best_epoch"] or "-")
+    if run.get("member_best_epochs"):  # an ensemble: each member's, in order
+        best_epoch = ",".join(str(epoch or "-") for epoch in run["member_best_epochs"])
     return [run["name"] + (" *" if run.get("latest") else ""), started, run["dataset"] or "-",
             run["model"] or "-", epochs, number(run["best_val_accuracy"]),
-            str(run["best_epoch"] or "-"), number(run["test_accuracy"]), run["state"]]
+            best_epoch, number(run["test_accuracy"]), run["state"]]
 
 
 def runs_table(runs: list[Mapping[str, Any]], console: Console) -> Table:

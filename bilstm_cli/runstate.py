@@ -252,7 +252,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     }
     count = int(model.get("ensemble") or 1)
     if count > 1:
-        # An ensemble: epochs over all its members, and the averaged model's validation.
+        # An ensemble: epochs over all its members, each member's best epoch (none yet for a
+        # member not started), and the averaged model's validation.
         from bilstm_cli.runs import member_dirs
 
         members = [describe_run(member) for member in member_dirs(run_dir)]
@@ -262,6 +263,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
             epochs_done=sum(m["epochs_done"] for m in members),
             epochs=count * training["epochs"] if training.get("epochs") else None,
             best_epoch=None, best_val_loss=None,
+            member_best_epochs=[m["best_epoch"] for m in members],
             best_val_accuracy=validation.get("accuracy"))
     return described
 

@@ -273,6 +273,7 @@ def test_an_ensemble_killed_in_its_second_member_resumes_there(data, tmp_path):
     assert json.loads(first)["state"] == "finished"
     listed = json.loads(run_cli("runs", str(tmp_path / "runs"), "--json", cwd=data).stdout)
     assert listed[0]["state"] == "interrupted" and listed[0]["model"] == "bi x2"
+    assert listed[0]["member_best_epochs"][0] >= 1  # the second may have no best epoch yet
 
     alone = run_cli("train", "--resume", str(member), cwd=data)  # a member on its own: no
     assert alone.returncode == 2 and "is a member of the ensemble" in alone.stderr
@@ -284,6 +285,9 @@ def test_an_ensemble_killed_in_its_second_member_resumes_there(data, tmp_path):
     assert (run_dir / "members" / "1" / "run.json").read_text() == first
     assert_same_weights(run_dir, reference)
     assert results(run_dir) == results(reference)
+    row = run_cli("runs", str(tmp_path / "runs"), cwd=data).stdout.splitlines()[1].split("\t")
+    assert all(epoch.isdigit() for epoch in row[6].split(","))  # "best epoch": one per member
+    assert len(row[6].split(",")) == 2
     again = run_cli("train", "--resume", str(run_dir), cwd=data)
     assert again.returncode == 2 and "already finished" in again.stderr
 
