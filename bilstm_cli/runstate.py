@@ -245,6 +245,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "epochs_done": len(rows),
         "epochs": training.get("epochs"),
         "best_epoch": int(best_row["epoch"]) if best_row else None,
+        "member_best_epochs": None,  # an ensemble's, below
         "best_val_accuracy": best_row.get("val_accuracy") if best_row else None,
         "best_val_loss": best_row.get("val_loss") if best_row else None,
         "test_accuracy": test.get("accuracy") if test else None,
