@@ -128,19 +128,20 @@ def load_splits(data: DataConfig, seed: int) -> Splits:
         f"the training data (data.max_examples={data.max_examples} sampled none of them)"
         if data.max_examples is not None else "the training data")
     _check_labels(train, validation, test, labels, listed_in)
-    if data.validation:
-        _note_training_texts(train, validation, "validation")
-    if test is not None:
-        _note_training_texts(train, test, "test")
+    if data.validation or test is not None:
+        training_texts = set(train.texts)
+        if data.validation:
+            _note_training_texts(training_texts, validation, "validation")
+        if test is not None:
+            _note_training_texts(training_texts, test, "test")
     return Splits(train, validation, test, labels)
 
 
-def _note_training_texts(train: Dataset, other: Dataset, name: str) -> None:
+def _note_training_texts(training_texts: set[str], other: Dataset, name: str) -> None:
     """A validation or test file that repeats the training texts (the same file given twice, or
     an overlapping export) scores memory, not new text: said in the data summary's notes.
     Below 1% it is the usual duplicates (IMDB's test set repeats 123 training reviews)."""
-    seen = set(train.texts)
-    shared = sum(text in seen for text in other.texts)
+    shared = sum(text in training_texts for text in other.texts)
     if other.texts and shared >= 0.01 * len(other.texts):
         other.notes.append(
             f"{name} ({other.source}): {shared:,} of its {len(other):,} texts "
