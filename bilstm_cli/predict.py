@@ -190,9 +190,9 @@ def format_prediction(
     """One output line for one input text.
 
     label: the label (then the next of the top k); tsv: label<TAB>probability (then the next
-    of the top k). `with_id` puts the
-    input's id first (a jsonl "id" key); `all_probabilities` appends one column per class, in
-    the model's label order, to label and tsv lines.
+    of the top k). `with_id` puts the input's id first (a jsonl "id" key);
+    `all_probabilities` appends one column per class, in the model's label order, to label and
+    tsv lines.
     """
     order = [choice] + [int(i) for i in np.argsort(-probabilities, kind="stable") if i != choice]
     top = order[: max(1, top_k)]
