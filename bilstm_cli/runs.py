@@ -151,22 +151,50 @@ def read_labels(run_dir: Path) -> list[str]:
     return [str(label) for label in labels]
 
 
+def _run_data_section(run_dir: Path) -> dict[str, Any]:
+    """The `data` section of the run's config.yaml ({} when the file is missing)."""
+    import yaml
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path} cannot be read ({exc}): the run folder is damaged") from None
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def run_data_config(run_dir: Path) -> dict[str, Any]:
     """How the run read its data (format, header, columns, label prefix, label set, bad rows):
     `evaluate`'s defaults."""
-    import yaml
-
     columns: dict[str, Any] = {"format": "auto", "header": "auto", "text_column": "text",
                                "label_column": "label", "label_prefix": "__label__",
                                "labels": None, "on_bad_row": "error"}
-    path = run_dir / CONFIG_FILE
-    if path.is_file():
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"{path} cannot be read ({exc}): the run folder is damaged") \
-                from None
-        data = config.get("data") if isinstance(config, dict) else None
-        if isinstance(data, dict):
-            columns.update({k: data[k] for k in columns if k in data})
+    data = _run_data_section(run_dir)
+    columns.update({k: data[k] for k in columns if k in data})
     return columns
+
+
+def training_data_warning(run_dir: Path, data: str) -> str | None:
+    """A warning when `data` is the data the run was trained on: its accuracy would say how well
+    the model remembers its training texts, not how it does on new ones."""
+    section = _run_data_section(run_dir)
+    trained_on = None
+    if section.get("dataset") and data == f"{section['dataset']}:train":
+        trained_on = f"the built-in {data}"
+    elif isinstance(section.get("train"), str) and data != "-":
+        try:
+            if os.path.samefile(data, section["train"]):
+                trained_on = f"data.train ({section['train']})"
+        except OSError:  # either file is gone: nothing to compare
+            pass
+    if trained_on is None:
+        return None
+    held_out = section.get("test") or (
+        f"{section['dataset']}:test" if section.get("dataset") else None)
+    instead = f"; the run's test data is {held_out}" if held_out else ""
+    return (f"{data} is the data this model was trained on ({trained_on}): its accuracy says "
+            f"how well the model remembers its training texts, not how it does on new "
+            f"ones{instead}")

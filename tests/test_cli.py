@@ -121,6 +121,21 @@ def test_evaluate_tables_and_json(trained_run, toy_files, tmp_path):
     assert "weighted avg" in result.stdout
 
 
+def test_evaluate_warns_on_the_training_data(trained_run, toy_files, tmp_path):
+    # the same file by another path (relative, from its folder) is still the training file
+    result = run_cli("evaluate", "--model", str(trained_run), "--data", "train.tsv",
+                     cwd=toy_files["folder"])
+    assert result.returncode == 0, result.stderr
+    assert "train.tsv is the data this model was trained on" in result.stderr
+    assert f"the run's test data is {toy_files['test']}" in result.stderr
+    assert "accuracy" in result.stdout
+
+    result = run_cli("evaluate", "--model", str(trained_run), "--data",
+                     str(toy_files["test"]), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "trained on" not in result.stderr
+
+
 def test_evaluate_unknown_label_is_a_user_error(trained_run, tmp_path):
     data = tmp_path / "odd.tsv"
     data.write_text("text\tlabel\ngreat\tmaybe\n")

@@ -32,3 +32,16 @@ def test_class_never_predicted_scores_zero_like_sklearn():
 def test_log_loss():
     probabilities = np.array([[0.8, 0.2], [0.4, 0.6]])
     assert log_loss([0, 1], probabilities) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
+
+
+def test_training_data_warning_names_builtin_training_split(tmp_path):
+    from bilstm_cli.runs import training_data_warning
+
+    (tmp_path / "config.yaml").write_text("data:\n  dataset: imdb\n  train: null\n")
+    warning = training_data_warning(tmp_path, "imdb:train")
+    assert warning is not None
+    assert "the built-in imdb:train" in warning and "test data is imdb:test" in warning
+    assert training_data_warning(tmp_path, "imdb:test") is None
+    assert training_data_warning(tmp_path, "sst2:train") is None
+    assert training_data_warning(tmp_path, "-") is None
+    assert training_data_warning(tmp_path, str(tmp_path / "missing.tsv")) is None
