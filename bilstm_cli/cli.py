@@ -518,8 +518,9 @@ def list_runs(
     as_json: Annotated[bool, typer.Option("--json", help="Write the list as JSON to stdout.")]
         = False,
 ) -> None:
-    """List run folders: data set, uni/bi, epochs done, best validation and test accuracy,
-    state (running, finished, interrupted, failed). * marks `latest`."""
+    """List run folders: data set, uni/bi, epochs, best validation and test accuracy, state.
+
+    The state is running, finished, interrupted or failed; * marks `latest`."""
     from bilstm_cli.runstate import list_runs as find_runs
 
     with user_errors():

@@ -183,11 +183,11 @@ def training_data_warning(run_dir: Path, data: str) -> str | None:
     section = _run_data_section(run_dir)
     trained_on = None
     if section.get("dataset") and data == f"{section['dataset']}:train":
-        trained_on = f"the built-in {data}"
+        trained_on = f"data.dataset: {section['dataset']}"
     elif isinstance(section.get("train"), str) and data != "-":
         try:
             if os.path.samefile(data, section["train"]):
-                trained_on = f"data.train ({section['train']})"
+                trained_on = f"data.train: {section['train']}"
         except OSError:  # either file is gone: nothing to compare
             pass
     if trained_on is None:

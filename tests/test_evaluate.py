@@ -40,7 +40,7 @@ def test_training_data_warning_names_builtin_training_split(tmp_path):
     (tmp_path / "config.yaml").write_text("data:\n  dataset: imdb\n  train: null\n")
     warning = training_data_warning(tmp_path, "imdb:train")
     assert warning is not None
-    assert "the built-in imdb:train" in warning and "test data is imdb:test" in warning
+    assert "trained on (data.dataset: imdb)" in warning and "test data is imdb:test" in warning
     assert training_data_warning(tmp_path, "imdb:test") is None
     assert training_data_warning(tmp_path, "sst2:train") is None
     assert training_data_warning(tmp_path, "-") is None
