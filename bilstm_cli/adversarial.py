@@ -69,7 +69,7 @@ class AdversarialClassifier(keras.Model):
             embedding.perturbation = None
 
         self.optimizer.apply_gradients(zip(
-            [_add(a, b) for a, b in zip(gradients, adversarial_gradients)], variables))
+            [add_gradients(a, b) for a, b in zip(gradients, adversarial_gradients)], variables))
         # The reported loss is the clean one: the same loss as validation's.
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -79,7 +79,7 @@ def _index(variables: list[Any], variable: Any) -> int:
     return next(i for i, v in enumerate(variables) if v is variable)
 
 
-def _add(a: Any, b: Any) -> Any:
+def add_gradients(a: Any, b: Any) -> Any:
     """Two gradients of one variable. The embedding's are sparse (a row per token), and their
     sum stays sparse, as the gradient of one batch of twice the tokens would."""
     if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):

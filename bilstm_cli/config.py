@@ -107,6 +107,7 @@ class TrainingConfig(Section):
     clipnorm: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     adversarial: float = Field(0.0, ge=0.0)
+    consistency: float = Field(0.0, ge=0.0)
     ema_momentum: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping_patience: int = Field(2, ge=0)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
@@ -143,6 +144,15 @@ class TrainingConfig(Section):
             raise ValueError(f"expected none, balanced, or a mapping {{label: weight}} "
                              f"(got {value!r})")
         return value
+
+    @model_validator(mode="after")
+    def _one_extra_loss(self) -> TrainingConfig:
+        if self.adversarial and self.consistency:
+            raise ValueError(
+                "training.adversarial and training.consistency are both set: each learns every "
+                "batch a second way, and bilstm does one at a time; set the other to 0"
+            )
+        return self
 
 
 class OutputConfig(Section):

@@ -42,6 +42,7 @@ from bilstm_cli.checkpoint import (
     save_last,
 )
 from bilstm_cli.config import Config, TrainingConfig, config_to_yaml, with_absolute_data_paths
+from bilstm_cli.consistency import ConsistencyClassifier
 from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits, summarize
 from bilstm_cli.data.splits import class_weights
@@ -390,6 +391,9 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
         # The same layers with the adversarial train_step; `model` stays what is saved.
         trainer = AdversarialClassifier(model.inputs, model.outputs, name=model.name)
         trainer.epsilon = config.training.adversarial
+    elif config.training.consistency:
+        trainer = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
+        trainer.weight = config.training.consistency
     else:
         trainer = model
     trainer.compile(

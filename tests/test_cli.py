@@ -162,6 +162,28 @@ def test_multiclass_unidirectional_training(toy_files, tmp_path):
     assert abs(sum(record["probabilities"].values()) - 1) < 1e-4
 
 
+def test_consistency_training_saves_the_plain_model(toy_files, tmp_path):
+    """training.consistency (R-Drop) trains through the CLI, class weights included, and the run
+    is the plain functional model that both engines predict alike."""
+    result = run_cli("train", "--bidirectional", *TINY, "--set", f"data.train={toy_files['train']}",
+                     "--set", "training.consistency=1.0", "--set", "training.class_weight=balanced",
+                     "--output", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "latest"
+    with zipfile.ZipFile(run_dir / "model.keras") as saved:
+        assert json.loads(saved.read("config.json"))["class_name"] == "Functional"
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 5  # a header and 4 epochs
+    probabilities = []
+    for engine in ("onnx", "tf"):
+        result = run_cli("predict", "a fine film", "--model", str(run_dir), "--format", "jsonl",
+                         "--engine", engine, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        probabilities.append(json.loads(result.stdout)["probabilities"])
+    for label in probabilities[0]:
+        assert abs(probabilities[0][label] - probabilities[1][label]) < 1e-5
+
+
 def test_accuracy_keys_train_and_predict_alike_in_both_engines(toy_files, tmp_path):
     """The keys tried for issue 6, end to end: the ONNX model and the Keras one read the same
     pieces, and an adversarially trained model is saved as the plain functional model."""

@@ -1,0 +1,109 @@
+"""Consistency between two dropout passes (`training.consistency`): R-Drop.
+
+Liang et al., "R-Drop: Regularized Dropout for Neural Networks" (NeurIPS 2021): every text of a
+batch runs through the model twice, each time with its own dropout (and word dropout) draw, and
+the loss adds WEIGHT x the symmetric KL divergence between the two predictions to the
+cross-entropy of both. The model is taught to give the same answer whichever units and words it
+loses, instead of memorizing its training texts. On IMDB it was the first regularizer to move a
+single model's test accuracy beyond noise (benchmarks/RESULTS.md).
+
+A batch is learned in two halves, each half's texts doubled: the same gradient as one pass
+over the doubled batch, with the activations of one batch of the usual size in memory at a time.
+Predicting is unchanged: the saved model is model.py's plain functional model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bilstm_cli.adversarial import add_gradients
+from bilstm_cli.backend import keras, tf
+
+_EPSILON = 1e-7  # Keras' own clip of probabilities in its cross-entropy
+
+
+@keras.saving.register_keras_serializable(package="bilstm")
+class ConsistencyClassifier(keras.Model):
+    """`ConsistencyClassifier(model.inputs, model.outputs, name=model.name)`: `model`'s layers,
+    trained with R-Drop; set `weight` before compiling."""
+
+    weight = 0.0
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        if not self.weight:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_weights
+        count = tf.shape(x)[0]
+        # Two halves of the batch's texts. A batch of one text learns it once: its second half
+        # is that text again, with weight 0 (a graph cannot skip the pass).
+        middle = count - count // 2
+        second_start = tf.minimum(middle, count - 1)
+        halves = [(0, middle, 1.0), (second_start, count, tf.cast(count > 1, "float32"))]
+
+        total_gradients: list[Any] | None = None
+        cross_entropy_sum = tf.constant(0.0)
+        first_predictions = []
+        for start, end, share in halves:
+            x_half, y_half = x[start:end], y[start:end]
+            if total_gradients is not None:
+                # The second half starts once the first's gradients are done: the graph would
+                # otherwise run both at once, with both halves' activations in memory.
+                with tf.control_dependencies(_tensors(total_gradients)):
+                    x_half = tf.identity(x_half)
+            weights_half = None if sample_weight is None else sample_weight[start:end]
+            with tf.GradientTape() as tape:
+                predictions = self(tf.concat([x_half, x_half], 0), training=True)
+                first, second = tf.split(predictions, 2)
+                cross_entropy = _cross_entropy_sum(y_half, first, weights_half) \
+                    + _cross_entropy_sum(y_half, second, weights_half)
+                divergence = tf.reduce_sum(_symmetric_kl(first, second))
+                # The batch's loss is the mean cross-entropy over its 2 x count predictions plus
+                # WEIGHT x the mean of half the symmetric KL over its texts; each half adds its
+                # share, so the two gradients add up to the batch's.
+                denominator = tf.cast(count, "float32")
+                loss = share * (cross_entropy / (2.0 * denominator)
+                                + self.weight * 0.5 * divergence / denominator)
+                scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
+            gradients = tape.gradient(scaled_loss, variables)
+            total_gradients = gradients if total_gradients is None else [
+                add_gradients(a, b) for a, b in zip(total_gradients, gradients)]
+            cross_entropy_sum += share * cross_entropy
+            first_predictions.append(first)
+
+        assert total_gradients is not None
+        self.optimizer.apply_gradients(zip(total_gradients, variables))
+        # The reported loss is the cross-entropy alone: the same loss as validation's.
+        self._loss_tracker.update_state(cross_entropy_sum / (2.0 * tf.cast(count, "float32")),
+                                        sample_weight=count)
+        y_pred = tf.concat([first_predictions[0], first_predictions[1][middle - second_start:]],
+                           0)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _cross_entropy_sum(y: Any, predictions: Any, sample_weight: Any) -> Any:
+    """The summed cross-entropy of the batch (times each text's weight, as Keras weighs it)."""
+    if predictions.shape[-1] == 1:
+        losses = tf.reduce_mean(keras.ops.binary_crossentropy(
+            tf.cast(y, predictions.dtype), predictions), axis=-1)
+    else:
+        losses = keras.ops.sparse_categorical_crossentropy(tf.reshape(y, [-1]), predictions)
+    if sample_weight is not None:
+        losses = losses * tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
+    return tf.reduce_sum(losses)
+
+
+def _symmetric_kl(first: Any, second: Any) -> Any:
+    """KL(first || second) + KL(second || first) for each text, from probabilities (a sigmoid's
+    for two classes: the divergence of the two Bernoulli distributions)."""
+    p = tf.clip_by_value(first, _EPSILON, 1.0 - _EPSILON)
+    q = tf.clip_by_value(second, _EPSILON, 1.0 - _EPSILON)
+    if first.shape[-1] == 1:  # (p - q)(logit p - logit q)
+        return tf.reduce_sum((p - q) * (tf.math.log(p / (1.0 - p)) - tf.math.log(q / (1.0 - q))),
+                             axis=-1)
+    return tf.reduce_sum((p - q) * (tf.math.log(p) - tf.math.log(q)), axis=-1)
+
+
+def _tensors(gradients: list[Any]) -> list[Any]:
+    return [g.values if isinstance(g, tf.IndexedSlices) else g
+            for g in gradients if g is not None]

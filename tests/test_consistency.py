@@ -1,0 +1,118 @@
+"""R-Drop (training.consistency): one step against the same step done by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _batch(count: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    ids = np.zeros((count, 8), dtype="int32")  # right padded, as training batches are
+    for row, length in enumerate(rng.integers(2, 9, size=count)):
+        ids[row, :length] = rng.integers(2, 30, size=length)
+    if classes == 2:
+        return ids, rng.integers(0, 2, size=(count, 1)).astype("float32")
+    return ids, rng.integers(0, classes, size=count).astype("int32")
+
+
+def _model(classes: int, dropout: float = 0.4) -> object:
+    from bilstm_cli.config import ModelConfig
+    from bilstm_cli.model import build_model
+
+    config = ModelConfig(bidirectional=True, units=4, embedding_dim=5, pooling="max_mean",
+                         dropout=dropout, word_dropout=dropout)
+    return build_model(config, vocab_size=30, num_classes=classes)
+
+
+def _symmetric_kl(p, q, classes):
+    """By the definition: KL(p || q) + KL(q || p), over the classes' probabilities."""
+    from bilstm_cli.backend import tf
+
+    if classes == 2:
+        p, q = tf.concat([1 - p, p], -1), tf.concat([1 - q, q], -1)
+    return tf.reduce_sum(p * tf.math.log(p / q) + q * tf.math.log(q / p), axis=-1)
+
+
+@pytest.mark.parametrize(("count", "classes", "weighted"),
+                         [(6, 2, False), (5, 3, False), (6, 2, True), (1, 2, False)])
+def test_one_step_is_both_passes_cross_entropy_plus_weight_times_kl(count, classes, weighted):
+    """Texts learned in two halves, each doubled; the update is that of the batch's loss: the mean
+    cross-entropy of its 2 x count predictions + WEIGHT x the mean half symmetric KL per text.
+    A batch of one text is learned once."""
+    from bilstm_cli.backend import keras, tf
+    from bilstm_cli.consistency import ConsistencyClassifier
+
+    keras.utils.set_random_seed(1)
+    model = _model(classes)
+    trainer = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
+    trainer.weight = 2.5
+    loss_name = "binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy"
+    trainer.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss_name)
+    ids, labels = _batch(count, classes)
+    sample_weight = np.linspace(0.5, 2.0, count).astype("float32") if weighted else None
+    weights = model.get_weights()
+    before = [np.array(v) for v in model.trainable_weights]
+    seeds = [np.array(v) for v in model.non_trainable_variables]
+
+    history = trainer.fit(ids, labels, sample_weight=sample_weight, batch_size=count, epochs=1,
+                          shuffle=False, verbose=0)
+    after = [np.array(v) for v in model.trainable_weights]
+
+    # By hand, from the same weights and random state: the same calls in the same order.
+    model.set_weights(weights)
+    for variable, seed in zip(model.non_trainable_variables, seeds):
+        variable.assign(seed)
+    loss_fn = keras.losses.get(loss_name)
+    middle = count - count // 2
+    halves = [slice(0, middle), slice(middle, count)] if count > 1 else [slice(0, 1)]
+    with tf.GradientTape() as tape:
+        rows, truths, row_weights, divergences = [], [], [], []
+        for half in halves:
+            first, second = tf.split(model(np.concatenate([ids[half]] * 2), training=True), 2)
+            rows += [first, second]
+            truths += [labels[half]] * 2
+            if weighted:
+                row_weights += [sample_weight[half]] * 2
+            divergences.append(_symmetric_kl(first, second, classes))
+        per_row = loss_fn(np.concatenate(truths), tf.concat(rows, 0))
+        if weighted:
+            per_row = per_row * np.concatenate(row_weights)
+        cross_entropy = tf.reduce_mean(per_row)
+        loss = cross_entropy + 2.5 * tf.reduce_mean(0.5 * tf.concat(divergences, 0))
+    gradients = tape.gradient(loss, model.trainable_weights)
+
+    assert float(loss) > float(cross_entropy)  # the two dropout draws disagree
+    assert history.history["loss"][0] == pytest.approx(float(cross_entropy), rel=1e-4)
+    for variable, start, end, gradient in zip(model.trainable_weights, before, after, gradients,
+                                              strict=True):
+        expected = start - np.array(tf.convert_to_tensor(gradient))
+        np.testing.assert_allclose(end, expected, atol=2e-5, err_msg=variable.path)
+
+
+def test_weight_zero_is_keras_own_step():
+    from bilstm_cli.backend import keras
+    from bilstm_cli.consistency import ConsistencyClassifier
+
+    ids, labels = _batch(6, 2)
+    weights = []
+    for wrapped in (False, True):
+        keras.utils.set_random_seed(2)
+        model = _model(2, dropout=0.3)
+        if wrapped:
+            model = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+        model.fit(ids, labels, batch_size=3, epochs=2, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for plain, wrapped_weights in zip(*weights, strict=True):
+        np.testing.assert_array_equal(plain, wrapped_weights)
+
+
+def test_adversarial_and_consistency_together_are_refused():
+    from pydantic import ValidationError
+
+    from bilstm_cli.config import TrainingConfig
+
+    assert TrainingConfig(consistency=1.0).consistency == 1.0
+    with pytest.raises(ValidationError, match="set the other to 0"):
+        TrainingConfig(adversarial=0.2, consistency=1.0)
