@@ -150,6 +150,7 @@ def bilstm_child(examples: int | None, output: Path) -> dict:
         "--set", "training.learning_rate=0.001", "--set", "training.lr_schedule=constant",
         "--set", "data.tokenizer=word", "--set", "data.validation_by=text",
         "--set", "training.ema_momentum=0", "--set", "training.adversarial=0",
+        "--set", "training.consistency=0",
         "--set", "model.ensemble=1",
         "--set", "output.name=speed",
     ] + (["--set", f"data.max_examples={examples}"] if examples else [])
