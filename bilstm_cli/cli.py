@@ -408,12 +408,18 @@ def evaluate(
     from bilstm_cli.config import DataConfig
     from bilstm_cli.data import load_builtin_split, read_labelled
     from bilstm_cli.evaluate import evaluate_dataset
-    from bilstm_cli.runs import resolve_model, run_data_config, training_data_warning
+    from bilstm_cli.runs import (
+        resolve_model,
+        run_data_config,
+        run_data_section,
+        training_data_warning,
+    )
 
     with user_errors():
         run_dir = resolve_model(model)
-        columns = run_data_config(run_dir)
-        seen_in_training = training_data_warning(run_dir, data)
+        section = run_data_section(run_dir)
+        columns = run_data_config(section)
+        seen_in_training = training_data_warning(section, data)
         if seen_in_training:
             ui.warn(seen_in_training)
         if text_column is not None:

@@ -151,7 +151,7 @@ def read_labels(run_dir: Path) -> list[str]:
     return [str(label) for label in labels]
 
 
-def _run_data_section(run_dir: Path) -> dict[str, Any]:
+def run_data_section(run_dir: Path) -> dict[str, Any]:
     """The `data` section of the run's config.yaml ({} when the file is missing)."""
     import yaml
 
@@ -166,21 +166,20 @@ def _run_data_section(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def run_data_config(run_dir: Path) -> dict[str, Any]:
-    """How the run read its data (format, header, columns, label prefix, label set, bad rows):
-    `evaluate`'s defaults."""
+def run_data_config(section: dict[str, Any]) -> dict[str, Any]:
+    """How the run read its data (format, header, columns, label prefix, label set, bad rows),
+    from its `run_data_section`: `evaluate`'s defaults."""
     columns: dict[str, Any] = {"format": "auto", "header": "auto", "text_column": "text",
                                "label_column": "label", "label_prefix": "__label__",
                                "labels": None, "on_bad_row": "error"}
-    data = _run_data_section(run_dir)
-    columns.update({k: data[k] for k in columns if k in data})
+    columns.update({k: section[k] for k in columns if k in section})
     return columns
 
 
-def training_data_warning(run_dir: Path, data: str) -> str | None:
-    """A warning when `data` is the data the run was trained on: its accuracy would say how well
-    the model remembers its training texts, not how it does on new ones."""
-    section = _run_data_section(run_dir)
+def training_data_warning(section: dict[str, Any], data: str) -> str | None:
+    """A warning when `data` is the data the run was trained on (by its `run_data_section`):
+    its accuracy would say how well the model remembers its training texts, not how it does on
+    new ones."""
     trained_on = None
     if section.get("dataset") and data == f"{section['dataset']}:train":
         trained_on = f"data.dataset: {section['dataset']}"

@@ -35,13 +35,15 @@ def test_log_loss():
 
 
 def test_training_data_warning_names_builtin_training_split(tmp_path):
-    from bilstm_cli.runs import training_data_warning
+    from bilstm_cli.runs import run_data_section, training_data_warning
 
     (tmp_path / "config.yaml").write_text("data:\n  dataset: imdb\n  train: null\n")
-    warning = training_data_warning(tmp_path, "imdb:train")
+    section = run_data_section(tmp_path)
+    warning = training_data_warning(section, "imdb:train")
     assert warning is not None
     assert "trained on (data.dataset: imdb)" in warning and "test data is imdb:test" in warning
-    assert training_data_warning(tmp_path, "imdb:test") is None
-    assert training_data_warning(tmp_path, "sst2:train") is None
-    assert training_data_warning(tmp_path, "-") is None
-    assert training_data_warning(tmp_path, str(tmp_path / "missing.tsv")) is None
+    assert training_data_warning(section, "imdb:test") is None
+    assert training_data_warning(section, "sst2:train") is None
+    assert training_data_warning(section, "-") is None
+    assert training_data_warning(section, str(tmp_path / "missing.tsv")) is None
+    assert training_data_warning(run_data_section(tmp_path / "no-run"), "imdb:train") is None
