@@ -1,4 +1,5 @@
-"""Adversarial training (training.adversarial): one step against the same step done by hand."""
+"""Adversarial training (training.adversarial): one step against the same step done by hand;
+both extra-loss trainers (this one and consistency.py's) switched off are plain training."""
 
 from __future__ import annotations
 
@@ -68,25 +69,29 @@ def test_one_step_adds_the_gradient_at_the_worst_nearby_embeddings(dropout, norm
         np.testing.assert_allclose(end, start - a - b, atol=2e-5, err_msg=variable.path)
 
 
-def test_epsilon_zero_is_keras_own_step():
+@pytest.mark.parametrize("trainer", ["adversarial", "consistency"])
+def test_a_trainer_switched_off_is_keras_own_step(trainer):
+    """epsilon 0 (training.adversarial) and weight 0 (training.consistency) are plain training."""
     from bilstm_cli.adversarial import AdversarialClassifier
     from bilstm_cli.backend import keras
     from bilstm_cli.config import ModelConfig
+    from bilstm_cli.consistency import ConsistencyClassifier
     from bilstm_cli.model import build_model
 
+    wrapper = {"adversarial": AdversarialClassifier, "consistency": ConsistencyClassifier}[trainer]
     ids, labels = _batch()
     weights = []
-    for adversarial in (False, True):
+    for wrapped in (False, True):
         keras.utils.set_random_seed(2)
         model = build_model(ModelConfig(units=4, embedding_dim=5, word_dropout=0.3),
                             vocab_size=30, num_classes=2)
-        if adversarial:
-            model = AdversarialClassifier(model.inputs, model.outputs, name=model.name)
+        if wrapped:
+            model = wrapper(model.inputs, model.outputs, name=model.name)
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
         model.fit(ids, labels, batch_size=3, epochs=2, shuffle=False, verbose=0)
         weights.append(model.get_weights())
-    for plain, wrapped in zip(*weights, strict=True):
-        np.testing.assert_array_equal(plain, wrapped)
+    for plain, wrapped_weights in zip(*weights, strict=True):
+        np.testing.assert_array_equal(plain, wrapped_weights)
 
 
 def test_the_trainer_holds_the_models_own_variables_in_the_same_order():

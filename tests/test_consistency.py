@@ -90,24 +90,6 @@ def test_one_step_is_both_passes_cross_entropy_plus_weight_times_kl(count, class
         np.testing.assert_allclose(end, expected, atol=2e-5, err_msg=variable.path)
 
 
-def test_weight_zero_is_keras_own_step():
-    from bilstm_cli.backend import keras
-    from bilstm_cli.consistency import ConsistencyClassifier
-
-    ids, labels = _batch(6, 2)
-    weights = []
-    for wrapped in (False, True):
-        keras.utils.set_random_seed(2)
-        model = _model(2, dropout=0.3)
-        if wrapped:
-            model = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
-        model.fit(ids, labels, batch_size=3, epochs=2, shuffle=False, verbose=0)
-        weights.append(model.get_weights())
-    for plain, wrapped_weights in zip(*weights, strict=True):
-        np.testing.assert_array_equal(plain, wrapped_weights)
-
-
 def test_adversarial_and_consistency_together_are_refused():
     from pydantic import ValidationError
 
