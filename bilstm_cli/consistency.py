@@ -19,8 +19,6 @@ from typing import Any
 from bilstm_cli.adversarial import add_gradients
 from bilstm_cli.backend import keras, tf
 
-_EPSILON = 1e-7  # Keras' own clip of probabilities in its cross-entropy
-
 
 @keras.saving.register_keras_serializable(package="bilstm")
 class ConsistencyClassifier(keras.Model):
@@ -35,6 +33,7 @@ class ConsistencyClassifier(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_weights
         count = tf.shape(x)[0]
+        texts = tf.cast(count, "float32")
         # Two halves of the batch's texts. A batch of one text learns it once: its second half
         # is that text again, with weight 0 (a graph cannot skip the pass).
         middle = count - count // 2
@@ -61,9 +60,8 @@ class ConsistencyClassifier(keras.Model):
                 # The batch's loss is the mean cross-entropy over its 2 x count predictions plus
                 # WEIGHT x the mean of half the symmetric KL over its texts; each half adds its
                 # share, so the two gradients add up to the batch's.
-                denominator = tf.cast(count, "float32")
-                loss = share * (cross_entropy / (2.0 * denominator)
-                                + self.weight * 0.5 * divergence / denominator)
+                loss = share * (cross_entropy / (2.0 * texts)
+                                + self.weight * 0.5 * divergence / texts)
                 scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
             gradients = tape.gradient(scaled_loss, variables)
             total_gradients = gradients if total_gradients is None else [
@@ -74,8 +72,7 @@ class ConsistencyClassifier(keras.Model):
         assert total_gradients is not None
         self.optimizer.apply_gradients(zip(total_gradients, variables))
         # The reported loss is the cross-entropy alone: the same loss as validation's.
-        self._loss_tracker.update_state(cross_entropy_sum / (2.0 * tf.cast(count, "float32")),
-                                        sample_weight=count)
+        self._loss_tracker.update_state(cross_entropy_sum / (2.0 * texts), sample_weight=count)
         y_pred = tf.concat([first_predictions[0], first_predictions[1][middle - second_start:]],
                            0)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -96,8 +93,9 @@ def _cross_entropy_sum(y: Any, predictions: Any, sample_weight: Any) -> Any:
 def _symmetric_kl(first: Any, second: Any) -> Any:
     """KL(first || second) + KL(second || first) for each text, from probabilities (a sigmoid's
     for two classes: the divergence of the two Bernoulli distributions)."""
-    p = tf.clip_by_value(first, _EPSILON, 1.0 - _EPSILON)
-    q = tf.clip_by_value(second, _EPSILON, 1.0 - _EPSILON)
+    epsilon = keras.config.epsilon()  # the clip of Keras' own cross-entropy
+    p = tf.clip_by_value(first, epsilon, 1.0 - epsilon)
+    q = tf.clip_by_value(second, epsilon, 1.0 - epsilon)
     if first.shape[-1] == 1:  # (p - q)(logit p - logit q)
         return tf.reduce_sum((p - q) * (tf.math.log(p / (1.0 - p)) - tf.math.log(q / (1.0 - q))),
                              axis=-1)
