@@ -8,14 +8,16 @@ loses, instead of memorizing its training texts. On IMDB it was the first regula
 single model's test accuracy beyond noise (benchmarks/RESULTS.md).
 
 A batch is learned in two halves, each half's texts doubled: the same gradient as one pass
-over the doubled batch, with the activations of one batch of the usual size in memory at a time.
+over the doubled batch, with the activations of one batch of the usual size in memory at a time,
+and the embedding's gradient summed per half into what Adam takes from it.
 Predicting is unchanged: the saved model is model.py's plain functional model.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+from bilstm_cli import optimizer
 from bilstm_cli.adversarial import add_gradients
 from bilstm_cli.backend import keras, tf
 
@@ -40,14 +42,19 @@ class ConsistencyClassifier(keras.Model):
         second_start = tf.minimum(middle, count - 1)
         halves = [(0, middle, 1.0), (second_start, count, tf.cast(count > 1, "float32"))]
 
+        # The embedding's gradient is a row per token of both passes; joined over the halves
+        # those rows are the run's largest tensor. Adam needs only their sums and their squares'
+        # sums per table row, so each half's rows are summed as soon as they are made.
+        summed_rows = isinstance(self.optimizer, optimizer.Adam) \
+            and self.optimizer.takes_row_sums()
         total_gradients: list[Any] | None = None
         cross_entropy_sum = tf.constant(0.0)
         first_predictions = []
         for start, end, share in halves:
             x_half, y_half = x[start:end], y[start:end]
             if total_gradients is not None:
-                # The second half starts once the first's gradients are done: the graph would
-                # otherwise run both at once, with both halves' activations in memory.
+                # The second half starts once the first half's gradients are done: the graph
+                # would otherwise run both at once, with both halves' activations in memory.
                 with tf.control_dependencies(_tensors(total_gradients)):
                     x_half = tf.identity(x_half)
             weights_half = None if sample_weight is None else sample_weight[start:end]
@@ -64,18 +71,44 @@ class ConsistencyClassifier(keras.Model):
                                 + self.weight * 0.5 * divergence / texts)
                 scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
             gradients = tape.gradient(scaled_loss, variables)
+            if summed_rows:
+                gradients = [RowSums(*optimizer.row_sums(g, tf.shape(v)[0]))
+                             if optimizer.is_table_gradient(g, v) else g
+                             for g, v in zip(gradients, variables)]
             total_gradients = gradients if total_gradients is None else [
-                add_gradients(a, b) for a, b in zip(total_gradients, gradients)]
+                _add(a, b) for a, b in zip(total_gradients, gradients)]
             cross_entropy_sum += share * cross_entropy
             first_predictions.append(first)
 
         assert total_gradients is not None
-        self.optimizer.apply_gradients(zip(total_gradients, variables))
+        if summed_rows and not self.optimizer.built:  # as apply_gradients would on its first call
+            with keras.name_scope(self.optimizer.name, caller=self.optimizer):
+                self.optimizer.build(variables)
+        others = []
+        for gradient, variable in zip(total_gradients, variables):
+            if isinstance(gradient, RowSums):
+                self.optimizer.apply_row_sums(gradient.sums, gradient.square_sums, variable)
+            else:
+                others.append((gradient, variable))
+        self.optimizer.apply_gradients(others)  # counts the step: after apply_row_sums
         # The reported loss is the cross-entropy alone: the same loss as validation's.
         self._loss_tracker.update_state(cross_entropy_sum / (2.0 * texts), sample_weight=count)
         y_pred = tf.concat([first_predictions[0], first_predictions[1][middle - second_start:]],
                            0)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+class RowSums(NamedTuple):
+    """A sparse gradient as Adam uses it (optimizer.row_sums)."""
+
+    sums: Any
+    square_sums: Any
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, RowSums):
+        return RowSums(a.sums + b.sums, a.square_sums + b.square_sums)
+    return add_gradients(a, b)
 
 
 def _cross_entropy_sum(y: Any, predictions: Any, sample_weight: Any) -> Any:
@@ -103,5 +136,12 @@ def _symmetric_kl(first: Any, second: Any) -> Any:
 
 
 def _tensors(gradients: list[Any]) -> list[Any]:
-    return [g.values if isinstance(g, tf.IndexedSlices) else g
-            for g in gradients if g is not None]
+    tensors = []
+    for gradient in gradients:
+        if isinstance(gradient, RowSums):
+            tensors += [gradient.sums, gradient.square_sums]
+        elif isinstance(gradient, tf.IndexedSlices):
+            tensors.append(gradient.values)
+        elif gradient is not None:
+            tensors.append(gradient)
+    return tensors

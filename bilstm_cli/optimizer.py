@@ -6,7 +6,8 @@ for the second (squaring per occurrence, not the summed gradient: that trains IM
 points better than textbook Adam, benchmarks/RESULTS.md). Both sums are TensorFlow's segment
 sum, single-threaded, about 10% of a BiLSTM training step on this tool's CPU. The kernel's
 scatter op does both in one pass over the rows, on all of the op's threads, and gives the same
-numbers bit for bit; everything else is Keras' Adam as it is.
+numbers bit for bit; everything else is Keras' Adam as it is. `apply_row_sums` takes the two
+sums instead of the rows, for a gradient gathered in parts (R-Drop's two halves of a batch).
 
 With `use_ema` (training.ema_momentum) the optimizer also keeps Keras' moving average of every
 trainable weight. Keras' fit copies the averages into the model at the end of every `fit` call;
@@ -35,17 +36,42 @@ class Adam(keras.optimizers.Adam):
         """Training goes on after `fit` returns (one call per epoch): keep the trained weights."""
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        kernel_ops = fused_lstm.ops()
-        if (kernel_ops is None or self.amsgrad or not isinstance(gradient, tf.IndexedSlices)
-                or variable.dtype != "float32" or len(variable.shape) != 2
+        if (fused_lstm.ops() is None or self.amsgrad or not is_table_gradient(gradient, variable)
                 or tf.config.list_logical_devices("GPU")):
             return super().update_step(gradient, variable, learning_rate)
-        sums, square_sums = kernel_ops.bilstm_scatter_add_rows(
-            tf.cast(gradient.values, tf.float32), tf.cast(gradient.indices, tf.int32),
-            tf.shape(variable)[0], squares=True)
+        sums, square_sums = row_sums(gradient, tf.shape(variable)[0])
+        self._update_from_row_sums(sums, square_sums, variable, learning_rate)
+        return None
 
-        # From here on, keras.optimizers.Adam.update_step with the two sums in place of
-        # `gradient` and `ops.square(gradient)`, op for op.
+    def takes_row_sums(self) -> bool:
+        """Whether `apply_row_sums` does for this optimizer what `apply_gradients` would."""
+        return not (self.amsgrad or self.global_clipnorm or self.clipvalue
+                    or self.gradient_accumulation_steps or self.loss_scale_factor is not None
+                    or tf.distribute.has_strategy())
+
+    def apply_row_sums(self, sums: Any, square_sums: Any, variable: Any) -> None:
+        """This step's update of an embedding from its gradient's rows summed per table row and
+        their squares summed (`row_sums`), for a gradient gathered in parts whose rows would
+        take too much memory joined (consistency.py): what `apply_gradients` does with the
+        rows, clipnorm and weight decay included. Call it before `apply_gradients` for the
+        step's other variables, which counts the step and updates the moving averages."""
+        if self.clipnorm:
+            # tf.clip_by_norm of the rows scales each by clipnorm / max(norm, clipnorm), with
+            # the norm over every row: their squares' sum is square_sums' sum.
+            norm = tf.sqrt(tf.reduce_sum(square_sums))
+            scale = self.clipnorm / tf.maximum(norm, self.clipnorm)
+            sums, square_sums = sums * scale, square_sums * tf.square(scale)
+        if self.weight_decay and self._use_weight_decay(variable):
+            variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype)
+                                * tf.cast(self.learning_rate, variable.dtype))
+        self._update_from_row_sums(sums, square_sums, variable, self.learning_rate)
+        if variable.constraint is not None:
+            variable.assign(variable.constraint(variable))
+
+    def _update_from_row_sums(self, sums: Any, square_sums: Any, variable: Any,
+                              learning_rate: Any) -> None:
+        # keras.optimizers.Adam.update_step with the two sums in place of `gradient` and
+        # `ops.square(gradient)`, op for op.
         lr = ops.cast(learning_rate, variable.dtype)
         local_step = ops.cast(self.iterations + 1, variable.dtype)
         beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
@@ -58,7 +84,27 @@ class Adam(keras.optimizers.Adam):
         self.assign_sub(
             variable,
             ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon)))
-        return None
+
+
+def is_table_gradient(gradient: Any, variable: Any) -> bool:
+    """A float32 table's sparse gradient (an embedding's): what the row sums are for."""
+    return (isinstance(gradient, tf.IndexedSlices) and variable.dtype == "float32"
+            and len(variable.shape) == 2)
+
+
+def row_sums(gradient: Any, rows: Any) -> tuple[Any, Any]:
+    """A sparse gradient's rows (one per token) summed per table row, and their squares summed:
+    all that Adam takes from it. The kernel's scatter op where it is built, else TensorFlow's
+    segment sums."""
+    values = tf.cast(gradient.values, tf.float32)
+    indices = tf.cast(gradient.indices, tf.int32)
+    kernel_ops = fused_lstm.ops()
+    if kernel_ops is not None and not tf.config.list_logical_devices("GPU"):
+        sums, square_sums = kernel_ops.bilstm_scatter_add_rows(values, indices, rows,
+                                                               squares=True)
+        return sums, square_sums
+    return (tf.math.unsorted_segment_sum(values, indices, rows),
+            tf.math.unsorted_segment_sum(tf.square(values), indices, rows))
 
 
 class AveragedWeights:

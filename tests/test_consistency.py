@@ -98,3 +98,57 @@ def test_adversarial_and_consistency_together_are_refused():
     assert TrainingConfig(consistency=1.0).consistency == 1.0
     with pytest.raises(ValidationError, match="set the other to 0"):
         TrainingConfig(adversarial=0.2, consistency=1.0)
+
+
+@pytest.mark.parametrize(("clipnorm", "weight_decay", "ema", "kernel"), [
+    (0.05, 0.0, 0.0, True),   # the clip bites: the rows' norm is well above 0.05
+    (None, 0.1, 0.9, True),   # decoupled weight decay and the moving averages
+    (0.05, 0.1, 0.9, False),  # all of it against Keras' own Adam, without the kernel's ops
+])
+def test_summed_rows_train_as_the_joined_rows_do(monkeypatch, fused_kernel, clipnorm,
+                                                 weight_decay, ema, kernel):
+    """The embedding's gradient summed per half (optimizer.Adam.apply_row_sums) gives the steps
+    that the halves' rows joined into one gradient give through apply_gradients: batches of 5,
+    5 and 2 texts, a cosine schedule."""
+    from bilstm_cli import fused_lstm, optimizer
+    from bilstm_cli.backend import keras
+    from bilstm_cli.consistency import ConsistencyClassifier
+
+    if kernel and not fused_kernel:
+        pytest.skip("the fused kernel is not built on this machine")
+    if not kernel:
+        monkeypatch.setattr(fused_lstm, "ops", lambda: None)
+    ids, labels = _batch(12, 2)
+    ids[:, 1:4] = 7  # a word three times in every text: rows that sum and square differently
+    calls = []
+    apply_row_sums = optimizer.Adam.apply_row_sums
+
+    def counted(self, *args):
+        calls.append(args[-1].path)
+        return apply_row_sums(self, *args)
+
+    monkeypatch.setattr(optimizer.Adam, "apply_row_sums", counted)
+
+    def trained(summed: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        monkeypatch.setattr(optimizer.Adam, "takes_row_sums", lambda self: summed)
+        keras.utils.set_random_seed(5)
+        model = _model(2)
+        trainer = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
+        trainer.weight = 1.0
+        schedule = keras.optimizers.schedules.CosineDecay(0.05, decay_steps=6)
+        adam = optimizer.Adam(schedule, clipnorm=clipnorm, weight_decay=weight_decay or None,
+                              use_ema=bool(ema), ema_momentum=ema or 0.99)
+        trainer.compile(optimizer=adam, loss="binary_crossentropy")
+        trainer.fit(ids, labels, batch_size=5, epochs=2, shuffle=False, verbose=0)
+        slots = [np.array(v) for v in adam.variables]
+        return [np.array(v) for v in model.weights], slots
+
+    summed_weights, summed_slots = trained(True)
+    assert calls and set(calls) == {"embedding/embeddings"}  # (once per tracing)
+    traced = len(calls)
+    joined_weights, joined_slots = trained(False)
+    assert len(calls) == traced
+    for summed, joined in zip(summed_weights + summed_slots, joined_weights + joined_slots,
+                              strict=True):
+        np.testing.assert_allclose(summed, joined, rtol=2e-5, atol=2e-6)
+    assert not np.allclose(summed_weights[0], _model(2).weights[0])  # it trained
