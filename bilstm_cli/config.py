@@ -89,6 +89,8 @@ class ModelConfig(Section):
     layers: int = Field(1, ge=1, le=8)
     units: int = Field(64, ge=1)
     embedding_dim: int = Field(128, ge=1)
+    embedding_init: Literal["random", "cooccurrence"] = "random"
+    embedding_init_scale: float = Field(4.0, gt=0.0)
     normalize_embeddings: bool = False
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)

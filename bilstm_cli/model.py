@@ -18,6 +18,7 @@ from bilstm_cli import fused_lstm
 from bilstm_cli.backend import keras, tf  # first: it quiets TensorFlow's start-up logs
 from bilstm_cli.config import ModelConfig
 from bilstm_cli.text import PAD_ID, UNK_ID
+from bilstm_cli.word_vectors import initial_table
 
 # Keras' generic RNN loop, the one keras.layers.LSTM itself runs on a CPU (not in the public
 # API; tests/test_model.py checks our use of it against keras.layers.LSTM).
@@ -297,9 +298,12 @@ class MaskedGlobalMaxPooling1D(layers.Layer):
 
 
 def build_model(config: ModelConfig, vocab_size: int, num_classes: int,
-                token_counts: np.ndarray | None = None) -> keras.Model:
+                token_counts: np.ndarray | None = None,
+                word_vectors: np.ndarray | None = None) -> keras.Model:
     """`token_counts`: how often each id occurs in the training texts (for
-    `normalize_embeddings`; without them every word weighs the same)."""
+    `normalize_embeddings`; without them every word weighs the same). `word_vectors`: the
+    embedding's initial rows for `embedding_init: cooccurrence` (word_vectors.py), scaled by
+    `embedding_init_scale`; without them the table starts random."""
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = ids
     if config.word_dropout:
@@ -307,6 +311,9 @@ def build_model(config: ModelConfig, vocab_size: int, num_classes: int,
     embedding = TokenEmbedding(vocab_size, config.embedding_dim, mask_zero=True,
                                normalize=config.normalize_embeddings, name="embedding")
     x = embedding(x)
+    if word_vectors is not None:
+        embedding.embeddings.assign(initial_table(
+            np.asarray(embedding.embeddings), word_vectors, config.embedding_init_scale))
     if config.normalize_embeddings and token_counts is not None:
         embedding.frequencies.assign(np.asarray(token_counts, dtype="float32"))
     if config.embedding_dropout:

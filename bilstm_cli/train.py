@@ -68,6 +68,7 @@ from bilstm_cli.runs import (
 )
 from bilstm_cli.runstate import RUN_FILE, RunLock, RunRecord, command_line, versions
 from bilstm_cli.text import encode, length_batches, pad, save_tokenizer, tokenizer_for
+from bilstm_cli.word_vectors import cooccurrence_vectors
 
 Log = Callable[[str], None]
 
@@ -204,6 +205,9 @@ class Prepared:
     train_ids: list[np.ndarray]
     val_ids: list[np.ndarray]
     example_weights: np.ndarray | None
+    # model.embedding_init: cooccurrence, made by the first model that needs them: an
+    # ensemble's members start from the same table.
+    word_vectors: np.ndarray | None = None
 
 
 def _write_run_files(run_dir: Path, config: Config, data: Prepared,
@@ -386,7 +390,16 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
     vocab_size = data.tokenizer.get_vocab_size()
     counts = np.bincount(np.concatenate(data.train_ids), minlength=vocab_size) \
         if config.model.normalize_embeddings else None
-    model = build_model(config.model, vocab_size, len(labels), counts)
+    vectors = None
+    if config.model.embedding_init == "cooccurrence" and checkpoint is None:  # else restored
+        if data.word_vectors is None:
+            started = time.monotonic()
+            data.word_vectors = cooccurrence_vectors(
+                data.train_ids, vocab_size, config.model.embedding_dim, config.training.seed)
+            log(f"initial word vectors from the training texts' co-occurrences: "
+                f"{time.monotonic() - started:.1f} s")
+        vectors = data.word_vectors
+    model = build_model(config.model, vocab_size, len(labels), counts, vectors)
     if config.training.adversarial:
         # The same layers with the adversarial train_step; `model` stays what is saved.
         trainer = AdversarialClassifier(model.inputs, model.outputs, name=model.name)

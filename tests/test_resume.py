@@ -436,8 +436,11 @@ def test_more_epochs_continue_a_finished_run_exactly(data, tmp_path):
     assert first.returncode == 0, first.stderr
     run_dir = (tmp_path / "runs" / "latest").resolve()
     assert run_json(run_dir)["deterministic"] is True
+    vectors = "initial word vectors from the training texts' co-occurrences"
+    assert vectors in first.stderr  # configs/imdb.yaml's embedding_init, under op determinism
     result = run_cli("train", "--resume", str(run_dir), "--epochs", str(EPOCHS), cwd=data)
     assert result.returncode == 0, result.stderr
+    assert vectors not in result.stderr  # the checkpoint's table, not new vectors
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + EPOCHS
     assert run_json(run_dir)["epochs_done"] == EPOCHS
 
