@@ -128,7 +128,7 @@ def truncated_svd(matrix: tf.sparse.SparseTensor, dim: int, seed: int) -> np.nda
     vectors = np.zeros((size, dim), np.float32)
     vectors[:, :kept] = (basis @ small_u[:, :kept]) * np.sqrt(singular[:kept])
     alone = np.ones(size, bool)
-    alone[matrix.indices[:, 0].numpy()] = False
+    alone[matrix.indices.numpy()[:, 0]] = False  # NumPy's slice: no TensorFlow op on a GPU
     vectors[alone] = 0  # exactly: QR leaves rounding noise in the rows of words with no entry
     return vectors
 
