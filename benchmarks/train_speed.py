@@ -152,6 +152,7 @@ def bilstm_child(examples: int | None, output: Path) -> dict:
         "--set", "training.ema_momentum=0", "--set", "training.adversarial=0",
         "--set", "training.consistency=0",
         "--set", "model.ensemble=1",
+        "--set", "model.embedding_init=random",  # as the script's: like for like at equal epochs
         "--set", "output.name=speed",
     ] + (["--set", f"data.max_examples={examples}"] if examples else [])
     finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
