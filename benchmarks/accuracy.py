@@ -84,13 +84,16 @@ def main() -> None:
                                  Path(scratch) / f"{config}-{bidirectional}-{seed}", extra)
                     print(json.dumps(result), file=sys.stderr)
                     rows.append(result)
+    # The overrides belong to the config: a table without them would misname what ran.
+    label = {config: f"configs/{config}.yaml" + "".join(f" + `{o}`" for o in args.overrides)
+             for config in dict.fromkeys(r["config"] for r in rows)}
     lines = [
         "| config | model | seed | test accuracy | validation accuracy | best epoch | s/epoch "
         "| training min | wall s | peak RSS MB |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(f"| configs/{r['config']}.yaml | {r['model']} | {r['seed'] or 'config'} | "
+        lines.append(f"| {label[r['config']]} | {r['model']} | {r['seed'] or 'config'} | "
                      f"{r['test']:.4f} | {r['validation']:.4f} | {r['best_epoch']} | "
                      f"{r['seconds_per_epoch']:.0f} | {r['training_minutes']:.1f} | "
                      f"{r['wall']:.0f} | {r['peak_rss_mb']:.0f} |")
@@ -102,7 +105,7 @@ def main() -> None:
             cells = [f"{statistics.mean(r[key] for r in group):.4f} "
                      f"({min(r[key] for r in group):.4f}-{max(r[key] for r in group):.4f})"
                      for key in ("test", "validation")]
-            lines.append(f"| configs/{config}.yaml | {model} | {len(group)} | {cells[0]} | "
+            lines.append(f"| {label[config]} | {model} | {len(group)} | {cells[0]} | "
                          f"{cells[1]} |")
     lines.append("")
     for config in dict.fromkeys(r["config"] for r in rows):
