@@ -31,7 +31,11 @@ def main() -> int:
                         "(default: the one `bilstm train` uses)")
     args = parser.parse_args()
 
-    from bilstm_cli.backend import keras, tf
+    from bilstm_cli.backend import setup
+
+    setup()
+    import keras
+    import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:

@@ -1,19 +1,17 @@
-"""One BiLSTM training step, six ways, alternated in one process: where the time goes.
+"""One BiLSTM training step, five ways, alternated in one process: where the time goes.
 
     python benchmarks/lstm_step.py [--length 200] [--batch 128] [--steps 12]
 
   keras masked:    keras.layers.LSTM with the embedding's padding mask (Keras' generic loop
                    applies the mask inside every step)
-  right-padded:    bilstm's model: TokenEmbedding and RightPaddedLSTM, same mask and the same
-                   outputs, with the fused C++ kernel (fused_lstm.py; built here if this
-                   machine has not yet), which multiplies the embedding table by the input
-                   kernel when the batch has more tokens than the table has rows, and
-                   bilstm's Adam (optimizer.py: the embedding's sparse gradient summed by the
-                   kernel's scatter op)
+  right-padded:    the accel package (training.kernel: fused): TokenEmbedding and
+                   RightPaddedLSTM, same mask and the same outputs, with the fused C++ kernel
+                   (accel/kernel.py; built here if this machine has not yet), which multiplies
+                   the embedding table by the input kernel when the batch has more tokens than
+                   the table has rows, and its Adam (accel/optimizer.py: the embedding's sparse
+                   gradient summed by the kernel's scatter op)
   ... Keras' Adam: the same with keras.optimizers.Adam (TensorFlow's segment sums)
   ... no lookup:   the same with Keras' Embedding and Adam: the kernel multiplies every token
-  ... Keras loop:  the same layer without the kernel: Keras' loop run unmasked (no per-step
-                   masking: the backward direction is reversed within each text's length)
   keras unmasked:  keras.layers.LSTM without a mask, as the reference script runs it (wrong for
                    a backward direction over right padding; the speed to aim for)
 
@@ -40,20 +38,20 @@ def main() -> None:
 
     import numpy as np
 
-    from bilstm_cli.backend import configure_threads, keras
+    from bilstm_cli.backend import configure_threads, setup
 
+    setup()
     configure_threads(bidirectional=True)
-    from bilstm_cli import fused_lstm, optimizer
-    from bilstm_cli.model import MaskedGlobalMaxPooling1D, RightPaddedLSTM, TokenEmbedding
+    import keras
 
-    if not fused_lstm.prepare(lambda message: print(message, file=sys.stderr)):
+    from bilstm_cli.accel import kernel, optimizer
+    from bilstm_cli.accel.layers import RightPaddedLSTM, TokenEmbedding
+    from bilstm_cli.model import MaskedGlobalMaxPooling1D
+
+    if not kernel.prepare(lambda message: print(message, file=sys.stderr)):
         print("the fused kernel is not available: 'right-padded' runs Keras' loop too",
               file=sys.stderr)
     layers = keras.layers
-
-    @keras.saving.register_keras_serializable(package="benchmark")
-    class KerasLoopLSTM(RightPaddedLSTM):
-        use_fused_kernel = False
 
     def build(lstm_class: type, mask: bool, embedding: type = layers.Embedding,
               adam: type = keras.optimizers.Adam) -> keras.Model:
@@ -80,7 +78,6 @@ def main() -> None:
                                        adam=optimizer.Adam),
         "right-padded, Keras' Adam": build(RightPaddedLSTM, mask=True, embedding=TokenEmbedding),
         "right-padded, no lookup": build(RightPaddedLSTM, mask=True),
-        "right-padded, Keras loop": build(KerasLoopLSTM, mask=True),
         "keras unmasked": build(layers.LSTM, mask=False),
     }
     for model in models.values():

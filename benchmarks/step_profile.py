@@ -4,12 +4,12 @@
                                       [--unidirectional] [--no-lookup] [--keras-adam]
                                       [--steps 5] [--top 25]
 
-The model is `bilstm train`'s (model.build_model: TokenEmbedding, RightPaddedLSTM with the fused
-kernel, last-state pooling, 64 units, 128-dim embeddings, optimizer.Adam with clipnorm 1.0)
-with its thread settings, on one batch of random ids of full length. --no-lookup: the embedding
-is Keras' own, so the kernel multiplies every token by the input kernel (the path before
-TokenEmbedding). --keras-adam: keras.optimizers.Adam, which sums the embedding's sparse gradient
-with TensorFlow's segment sums. Printed: the wall time per step, then the
+The model is `bilstm train`'s (model.build_model with the accel layers: TokenEmbedding,
+RightPaddedLSTM with the fused kernel, last-state pooling, 64 units, 128-dim embeddings, the
+accel Adam with clipnorm 1.0) with its thread settings, on one batch of random ids of full
+length. --no-lookup: the embedding is Keras' own, so the kernel multiplies every token by the
+input kernel (the path before TokenEmbedding). --keras-adam: keras.optimizers.Adam, which sums
+the embedding's sparse gradient with TensorFlow's segment sums. Printed: the wall time per step, then the
 ops' own time per step summed over the executor threads (on 2 cores up to twice the wall time),
 largest first, grouped by op name with the layer path cut off.
 """
@@ -38,25 +38,32 @@ def main() -> None:
 
     import numpy as np
 
-    from bilstm_cli.backend import configure_threads
+    from bilstm_cli.backend import configure_threads, setup
 
+    setup()
     configure_threads(bidirectional=not args.unidirectional)
-    from bilstm_cli import fused_lstm, optimizer
-    from bilstm_cli.backend import keras, tf
+    import keras
+    import tensorflow as tf
+
+    from bilstm_cli import accel
+    from bilstm_cli.accel import kernel, optimizer
+    from bilstm_cli.accel.layers import TokenEmbedding
+    from bilstm_cli.architecture import describe
     from bilstm_cli.config import load_config
-    from bilstm_cli.model import TokenEmbedding, build_model
+    from bilstm_cli.model import build_model
 
     if args.no_lookup:
         TokenEmbedding.call = keras.layers.Embedding.call
 
-    if not fused_lstm.prepare(lambda message: print(message, file=sys.stderr)):
+    if not kernel.prepare(lambda message: print(message, file=sys.stderr)):
         print("the fused kernel is not available: Keras' loop is profiled", file=sys.stderr)
     bidirectional = "false" if args.unidirectional else "true"
     config = load_config(None, [f"model.bidirectional={bidirectional}", "model.pooling=last"])
     rng = np.random.default_rng(0)
     ids = rng.integers(2, args.vocabulary, size=(args.batch, args.length)).astype("int32")
     labels = rng.integers(0, 2, size=(args.batch, 1)).astype("float32")
-    model = build_model(config.model, args.vocabulary, 2)
+    kinds = accel.fused_layers() if kernel.ops() is not None else accel.keras_layers()
+    model = build_model(describe(config.model, args.vocabulary, 2), kinds)
     adam = keras.optimizers.Adam if args.keras_adam else optimizer.Adam
     model.compile(optimizer=adam(1e-3, clipnorm=1.0),
                   loss="binary_crossentropy")

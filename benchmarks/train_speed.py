@@ -149,7 +149,7 @@ def bilstm_child(examples: int | None, output: Path) -> dict:
         "--set", "model.word_dropout=0", "--set", "model.embedding_dropout=0",
         "--set", "training.learning_rate=0.001", "--set", "training.lr_schedule=constant",
         "--set", "data.tokenizer=word", "--set", "data.validation_by=text",
-        "--set", "training.ema_momentum=0", "--set", "training.adversarial=0",
+        "--set", "training.adversarial=0",
         "--set", "training.consistency=0",
         "--set", "model.ensemble=1",
         "--set", "model.embedding_init=random",  # as the script's: like for like at equal epochs

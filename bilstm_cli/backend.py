@@ -1,6 +1,7 @@
-"""TensorFlow and Keras, imported quietly and configured for the machine.
+"""The process's set-up for TensorFlow: `setup()` before it is imported, then the threads.
 
-Importing this module imports TensorFlow (seconds): only commands that run a model import it.
+Importing this module neither imports TensorFlow nor changes anything.
+
 TensorFlow's native code logs start-up chatter ("oneDNN custom operations are on", "Could not
 find cuda drivers", ...) straight to file descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL in recent
 releases. Our own messages must stay readable on stderr, so native log lines in absl's format are
@@ -9,13 +10,11 @@ filtered out of descriptor 2; everything else written there passes through uncha
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
 
 _NATIVE_LOG = re.compile(
     rb"^([IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl"
@@ -79,15 +78,23 @@ def _pool_cpu_memory() -> None:
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_filter_native_logs()
-_limit_malloc_arenas()
-_pool_cpu_memory()
+_done = False
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-__all__ = ["configure_threads", "forgetting_custom_gradients", "keras", "tf"]
+def setup(filter_native_logs: bool = True) -> None:
+    """Prepare the process for TensorFlow, before it is imported: quiet its native logs (with
+    `filter_native_logs`, also those it writes to file descriptor 2 itself), cap malloc's arenas,
+    pool its CPU memory. The CLI calls it as it starts, the Python API (api.py) on first use;
+    importing bilstm_cli changes nothing. Later calls do nothing."""
+    global _done
+    if _done:
+        return
+    _done = True
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if filter_native_logs:
+        _filter_native_logs()
+    _limit_malloc_arenas()
+    _pool_cpu_memory()
 
 
 def configure_threads(bidirectional: bool, threads: int | None = None) -> None:
@@ -97,6 +104,8 @@ def configure_threads(bidirectional: bool, threads: int | None = None) -> None:
     has two independent chains (forward and backward): running them side by side, each on its
     share of the cores, is faster than splitting every step between cores.
     """
+    import tensorflow as tf
+
     if tf.config.list_physical_devices("GPU"):
         return
     cores = threads or os.cpu_count() or 1
@@ -109,28 +118,3 @@ def configure_threads(bidirectional: bool, threads: int | None = None) -> None:
             tf.config.threading.set_intra_op_parallelism_threads(cores)
     except RuntimeError:
         pass  # TensorFlow already started in this process (tests): keep its settings
-
-
-@contextlib.contextmanager
-def forgetting_custom_gradients() -> Iterator[None]:
-    """Unregister the gradient functions that `tf.custom_gradient` registers in this block.
-
-    Inside a tf.function every call of a custom-gradient function (the fused kernel's, and
-    model.py's step permutation) registers its gradient in TensorFlow's global registry under a
-    new name, and nothing ever removes it. The gradient closes over the traced graph, and the
-    graph over the model's variables: a model trained and dropped stayed in memory with its
-    optimizer's slots (0.25 GB per IMDB ensemble member, benchmarks/RESULTS.md). A registered
-    gradient is only called while a function is being traced, so the ones registered while a
-    model trained can go once its training functions are built.
-    """
-    from tensorflow.python.framework import ops as framework_ops
-
-    registry = getattr(getattr(framework_ops, "_gradient_registry", None), "_registry", None)
-    before = set(registry) if isinstance(registry, dict) else None
-    try:
-        yield
-    finally:
-        if before is not None:
-            for name in [name for name in registry if name not in before
-                         and name.startswith("CustomGradient-")]:
-                del registry[name]

@@ -342,9 +342,10 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
         saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read {run_dir / CONFIG_FILE}: {exc}") from None
-    from bilstm_cli.config import Config
+    from bilstm_cli.config import Config, without_removed_keys
 
-    differences = config_differences(saved, config, Config().model_dump(mode="json"))
+    differences = config_differences(without_removed_keys(saved), config,
+                                     Config().model_dump(mode="json"))
     if differences:
         listed = "\n".join(f"  - {d}" for d in differences)
         raise UserError(

@@ -548,4 +548,7 @@ def _column(value: str) -> str | int:
 
 
 def main() -> None:
+    from bilstm_cli import backend
+
+    backend.setup()  # before anything imports TensorFlow
     app()

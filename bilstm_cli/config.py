@@ -26,6 +26,14 @@ from bilstm_cli.errors import UserError
 
 BUILTIN_DATASETS = ("imdb", "sst2")
 
+# Keys that were removed (tried and not kept, benchmarks/HISTORY.md), with the value that meant
+# "off". A run's config.yaml written before their removal holds that value: it is dropped. Any
+# other value is an error that says so.
+REMOVED_KEYS: dict[tuple[str, ...], Any] = {
+    ("training", "ema_momentum"): 0.0,
+    ("model", "normalize_embeddings"): False,
+}
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -91,7 +99,6 @@ class ModelConfig(Section):
     embedding_dim: int = Field(128, ge=1)
     embedding_init: Literal["random", "cooccurrence"] = "random"
     embedding_init_scale: float = Field(4.0, gt=0.0)
-    normalize_embeddings: bool = False
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
@@ -110,13 +117,14 @@ class TrainingConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     adversarial: float = Field(0.0, ge=0.0)
     consistency: float = Field(0.0, ge=0.0)
-    ema_momentum: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping_patience: int = Field(2, ge=0)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     seed: int = Field(42, ge=0)
     bucket_by_length: bool = True
     threads: int | None = Field(None, ge=1)
     tensorboard: bool = False
+    # auto: the fused CPU kernel where it runs (bilstm_cli/accel), else Keras' own layers.
+    kernel: Literal["auto", "keras", "fused"] = "auto"
     checkpoint_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = "epoch"
     deterministic: bool = False
 
@@ -249,6 +257,7 @@ def validate_config(
 ) -> Config:
     lines = lines or {}
     overridden = overridden or {}
+    raw = without_removed_keys(raw)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -256,6 +265,18 @@ def validate_config(
         listed = "\n".join(f"  - {p}" for p in problems)
         noun = "problem" if len(problems) == 1 else "problems"
         raise UserError(f"invalid config ({len(problems)} {noun}):\n{listed}") from None
+
+
+def without_removed_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` less the removed keys that hold their "off" value (a run's older config.yaml)."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+    for (section, key), off in REMOVED_KEYS.items():
+        values = raw.get(section)
+        if isinstance(values, dict) and key in values and values[key] == off:
+            del values[key]
+    return raw
 
 
 def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
@@ -331,7 +352,10 @@ def _describe(err: dict, raw: dict, source: str, lines: dict, overridden: dict) 
     loc = tuple(p for p in loc if p not in {"str", "int", "float", "bool", "none", "is-instance"})
     key = ".".join(loc) if loc else "(top level)"
     message = err["msg"]
-    if err["type"] == "extra_forbidden":
+    if err["type"] == "extra_forbidden" and loc in REMOVED_KEYS:
+        message = ("this key was removed (tried and not kept: benchmarks/HISTORY.md); "
+                   "delete it from the config")
+    elif err["type"] == "extra_forbidden":
         message = f"unknown key{_did_you_mean(loc)}"
     elif err["type"] == "value_error":
         message = message.removeprefix("Value error, ")

@@ -2,7 +2,8 @@
 TensorFlow (whose import alone takes seconds).
 
 The graph is built by hand from the model's weights with the `onnx` package (tf2onnx does not
-follow Keras 3). It mirrors `model.build_model` layer by layer:
+follow Keras 3). It follows the model's architecture (architecture.py), as `model.build_model`
+does, and reads the Keras weights by layer name:
 
   ids [batch, time] (int32, 0 = padding)
   -> lengths = count of ids != 0 per row  (the Keras mask; padding is always on the right)
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bilstm_cli.architecture import EMBEDDING, OUTPUT, Architecture
 from bilstm_cli.errors import UserError
 
 # Opset 18: every reduction takes its axes as an input; ONNX Runtime has supported it since 1.14.
@@ -36,99 +38,47 @@ INPUT_NAME = "ids"
 OUTPUT_NAME = "probabilities"
 # Keras packs LSTM gates as [input, forget, cell, output]; ONNX wants [input, output, forget, cell].
 _KERAS_TO_ONNX_GATES = (0, 3, 1, 2)
-_SKIPPED_LAYERS = {"InputLayer", "WordDropout", "Dropout", "SpatialDropout1D"}
-
-
-@dataclass
-class RecurrentLayer:
-    """One (bi)LSTM layer: Keras weights per direction as (kernel, recurrent_kernel, bias)."""
-
-    units: int
-    directions: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-    return_sequences: bool
-    merge_mode: str | None = None  # bidirectional only
 
 
 @dataclass
 class ModelSpec:
-    """What the ONNX graph needs from the Keras model: weights and the few structural choices."""
+    """One model's weights, as the ONNX graph takes them, and its architecture."""
 
+    arch: Architecture
     embedding: np.ndarray
-    recurrent: list[RecurrentLayer] = field(default_factory=list)
-    pooling: str = "last"
+    # Per recurrent layer, per direction: Keras' (kernel, recurrent_kernel, bias).
+    recurrent: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
     dense_kernel: np.ndarray | None = None
     dense_bias: np.ndarray | None = None
-    activation: str = "sigmoid"
 
 
-def _check_lstm(layer: Any) -> None:
-    """Only the standard LSTM cell has a matching ONNX op; refuse anything else clearly."""
+def _lstm_weights(layer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An LSTM's weights; only the standard cell has a matching ONNX op."""
     activation = getattr(layer.activation, "__name__", str(layer.activation))
     recurrent = getattr(layer.recurrent_activation, "__name__", str(layer.recurrent_activation))
     if activation != "tanh" or recurrent != "sigmoid" or not layer.use_bias:
         raise UserError(
             f"layer {layer.name}: ONNX export supports LSTMs with tanh, sigmoid and a bias only"
         )
-
-
-def _lstm_weights(layer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    _check_lstm(layer)
     kernel, recurrent_kernel, bias = (np.asarray(w, dtype=np.float32) for w in layer.get_weights())
     return kernel, recurrent_kernel, bias
 
 
-def spec_from_keras(model: Any) -> ModelSpec:
-    """Read a model made by `model.build_model` (layer names and kinds as it makes them)."""
-    spec: ModelSpec | None = None
-    poolings: set[str] = set()
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind in _SKIPPED_LAYERS:
-            continue
-        if kind in ("Embedding", "TokenEmbedding"):  # the latter: model.py's, same weights
-            if not layer.mask_zero:
-                raise UserError("ONNX export needs the embedding's padding mask (mask_zero)")
-            table = np.asarray(layer.embeddings, dtype=np.float32)
-            if getattr(layer, "normalize", False):  # folded into the table ONNX looks up
-                mean, inverse_std = (np.asarray(t) for t in layer.statistics())
-                table = (table - mean) * inverse_std
-            spec = ModelSpec(embedding=table)
-            continue
-        if spec is None:
-            raise UserError(f"layer {layer.name}: expected the embedding first")
-        if kind in ("LSTM", "RightPaddedLSTM"):  # the latter: model.py's, same weights
-            spec.recurrent.append(RecurrentLayer(
-                layer.units, [_lstm_weights(layer)], layer.return_sequences))
-        elif kind == "Bidirectional":
-            forward, backward = layer.forward_layer, layer.backward_layer
-            if forward.go_backwards or not backward.go_backwards:
-                raise UserError(f"layer {layer.name}: unexpected direction setup")
-            if layer.merge_mode not in ("concat", "sum", "ave", "mul"):
-                raise UserError(f"layer {layer.name}: merge mode {layer.merge_mode!r} is not "
-                                "supported by the ONNX export")
-            spec.recurrent.append(RecurrentLayer(
-                forward.units, [_lstm_weights(forward), _lstm_weights(backward)],
-                forward.return_sequences, layer.merge_mode))
-        elif kind == "MaskedGlobalMaxPooling1D":
-            poolings.add("max")
-        elif kind == "GlobalAveragePooling1D":
-            poolings.add("mean")
-        elif kind == "Concatenate" and poolings == {"max", "mean"}:
-            pass  # max_mean pooling: the max, then the mean (model.build_model's order)
-        elif kind == "Dense":
-            kernel, bias = layer.get_weights()
-            spec.dense_kernel = np.asarray(kernel, dtype=np.float32)
-            spec.dense_bias = np.asarray(bias, dtype=np.float32)
-            spec.activation = getattr(layer.activation, "__name__", str(layer.activation))
-            if spec.activation not in ("sigmoid", "softmax"):
-                raise UserError(f"layer {layer.name}: activation {spec.activation!r} is not "
-                                "supported by the ONNX export")
-        else:
-            raise UserError(f"layer {layer.name} ({kind}) is not supported by the ONNX export")
-    if spec is None or not spec.recurrent or spec.dense_kernel is None:
-        raise UserError("the model lacks an embedding, an LSTM or the dense output layer")
-    if poolings:
-        spec.pooling = "max_mean" if poolings == {"max", "mean"} else poolings.pop()
+def spec_from_keras(model: Any, arch: Architecture) -> ModelSpec:
+    """The weights of a model of `arch` (model.build_model), read by layer name."""
+    try:
+        embedding = model.get_layer(EMBEDDING)
+        spec = ModelSpec(arch, np.asarray(embedding.embeddings, dtype=np.float32))
+        for recurrent in arch.recurrent:
+            layer = model.get_layer(recurrent.name)
+            directions = [layer.forward_layer, layer.backward_layer] \
+                if recurrent.bidirectional else [layer]
+            spec.recurrent.append([_lstm_weights(direction) for direction in directions])
+        kernel, bias = model.get_layer(OUTPUT).get_weights()
+    except ValueError as exc:  # Keras: no layer of that name
+        raise UserError(f"the model does not match its config.yaml ({exc})") from None
+    spec.dense_kernel = np.asarray(kernel, dtype=np.float32)
+    spec.dense_bias = np.asarray(bias, dtype=np.float32)
     return spec
 
 
@@ -194,13 +144,13 @@ def _merge(graph: _Graph, states: str, axis: int, merge_mode: str | None, units:
     return graph.op(reduce, [states, graph.const("axes", np.array([axis], np.int64))], keepdims=0)
 
 
-def specs_from_keras(model: Any) -> Iterator[ModelSpec]:
+def specs_from_keras(model: Any, arch: Architecture) -> Iterator[ModelSpec]:
     """One spec per member of an ensemble (`model.ensemble_model`: members averaged), or the
     model's own; made one at a time, so only one member's weights are copied out at once."""
     from bilstm_cli.model import ensemble_members  # the model is Keras: TensorFlow is loaded
 
     for member in ensemble_members(model):
-        yield spec_from_keras(member)
+        yield spec_from_keras(member, arch)
 
 
 def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str,
@@ -212,9 +162,11 @@ def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str,
     time_major = graph.op("Transpose", [ids], perm=[1, 0])  # [T, B]
     x = graph.op("Gather", [graph.const("embedding", spec.embedding), time_major], axis=0)
 
-    for index, layer in enumerate(spec.recurrent):
-        w, r, b = _onnx_lstm_tensors(layer.directions)
-        bidirectional = len(layer.directions) == 2
+    arch = spec.arch
+    for index, (layer, directions) in enumerate(zip(arch.recurrent, spec.recurrent)):
+        w, r, b = _onnx_lstm_tensors(directions)
+        bidirectional = layer.bidirectional
+        merge_mode = layer.merge_mode if bidirectional else None
         y, y_h = graph.op(
             "LSTM",
             [x, graph.const(f"W{index + 1}", w), graph.const(f"R{index + 1}", r),
@@ -223,20 +175,20 @@ def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str,
             direction="bidirectional" if bidirectional else "forward",
         )
         if layer.return_sequences:
-            x = _merge(graph, y, 1, layer.merge_mode, layer.units)  # [T, B, features]
+            x = _merge(graph, y, 1, merge_mode, layer.units)  # [T, B, features]
         else:
-            x = _merge(graph, y_h, 0, layer.merge_mode, layer.units)  # [B, features]
+            x = _merge(graph, y_h, 0, merge_mode, layer.units)  # [B, features]
 
-    if spec.pooling != "last":
+    if arch.pooling != "last":
         time_axis = graph.const("axis0", np.array([0], np.int64))
         step_mask = graph.op("Unsqueeze", [graph.op("Transpose", [mask], perm=[1, 0]),
                                            graph.const("axis2", np.array([2], np.int64))])
         pooled = []
-        if spec.pooling in ("max", "max_mean"):
+        if arch.pooling in ("max", "max_mean"):
             lowest = graph.const("lowest", np.array(-3.0e38, dtype=np.float32))
             masked = graph.op("Where", [step_mask, x, lowest])
             pooled.append(graph.op("ReduceMax", [masked, time_axis], keepdims=0))
-        if spec.pooling in ("mean", "max_mean"):
+        if arch.pooling in ("mean", "max_mean"):
             weights = graph.op("Cast", [step_mask], to=TensorProto.FLOAT)
             total = graph.op("ReduceSum", [graph.op("Mul", [x, weights]), time_axis], keepdims=0)
             count = graph.op("ReduceSum", [weights, time_axis], keepdims=0)
@@ -247,7 +199,7 @@ def _member_probabilities(graph: _Graph, spec: ModelSpec, ids: str, mask: str,
         graph.op("MatMul", [x, graph.const("dense_kernel", spec.dense_kernel)]),
         graph.const("dense_bias", spec.dense_bias),
     ])
-    if spec.activation == "sigmoid":
+    if arch.activation == "sigmoid":
         return graph.op("Sigmoid", [logits], hint="probabilities")
     return graph.op("Softmax", [logits], hint="probabilities", axis=-1)
 
@@ -294,7 +246,7 @@ def build_onnx(specs: ModelSpec | Iterable[ModelSpec], check: bool = True) -> An
     return model
 
 
-def export_model(model: Any, path: Path) -> Path:
+def export_model(model: Any, arch: Architecture, path: Path) -> Path:
     """Write the Keras model's ONNX twin to `path` (atomically). The proto is dropped once
     serialized, and the bytes once written, before the checker reads the file back: besides
     Keras' own, at most two copies of the weights are held at once."""
@@ -302,7 +254,7 @@ def export_model(model: Any, path: Path) -> Path:
 
     from bilstm_cli.runs import write_atomic
 
-    proto = build_onnx(specs_from_keras(model), check=False)
+    proto = build_onnx(specs_from_keras(model, arch), check=False)
     serialized = [proto.SerializeToString()]
     del proto
 
@@ -316,8 +268,10 @@ def export_model(model: Any, path: Path) -> Path:
 
 def export_run(run_dir: Path, output: Path | None = None) -> Path:
     """Load a run's `model.keras` (imports TensorFlow) and write `model.onnx` (or `output`)."""
+    from bilstm_cli.model import architecture_of
     from bilstm_cli.predict import load_keras_model
-    from bilstm_cli.runs import MODEL_FILE, ONNX_FILE
+    from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, read_config
 
+    config = read_config(run_dir)
     model = load_keras_model(run_dir / MODEL_FILE)
-    return export_model(model, output or run_dir / ONNX_FILE)
+    return export_model(model, architecture_of(model, config.model), output or run_dir / ONNX_FILE)

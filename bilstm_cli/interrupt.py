@@ -1,10 +1,15 @@
 """Ctrl-C and SIGTERM during training: finish the current batch, save, then stop.
 
-While batches run, the first SIGINT or SIGTERM only sets a flag that the training loop reads
-after each batch (it then writes `checkpoints/last` and raises TrainingInterrupted). The handlers
-go back to the system defaults at that moment, so a second signal ends the process at once, even
-inside a long TensorFlow op: atomic checkpoint writes keep the previous checkpoint intact.
-Outside the batch loop (loading, final evaluation) a signal interrupts at once.
+From the first batch to the end of the run, the first SIGINT or SIGTERM only sets a flag that
+training reads at its safe points: after each batch (it then writes `checkpoints/last`) and
+between the steps of the final phase (export, evaluation; the epochs are saved by then). There it
+raises TrainingInterrupted, and `train --resume` does what is left. The handlers go back to the
+system defaults at the first signal, so a second one ends the process at once, even inside a
+long TensorFlow op: atomic writes keep the previous checkpoint intact. Before the first batch
+(loading, tokenizing) a signal interrupts at once.
+
+TrainingInterrupted is a BaseException, like KeyboardInterrupt: Keras re-raises the Exceptions
+raised inside its layers as new ones built from the message, which would lose the signal.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from types import FrameType
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(BaseException):
     """Training stopped on a signal; `last` holds everything done so far."""
 
     def __init__(self, signum: int, where: str = "") -> None:
@@ -40,6 +45,7 @@ class StopSignals:
         self.notify = notify
         self.signum: int | None = None
         self.graceful = False
+        self.final_phase = False  # the epochs are done: stopping skips the export/evaluation
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -57,6 +63,11 @@ class StopSignals:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def check(self, where: str) -> None:
+        """A safe point: raise TrainingInterrupted if a signal came."""
+        if self.signum is not None:
+            raise TrainingInterrupted(self.signum, where)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
@@ -66,5 +77,9 @@ class StopSignals:
             signal.signal(other, signal.SIG_DFL)  # the next signal ends the process at once
         name = signal.Signals(signum).name
         again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {name} again"
-        self.notify(f"{name}: stopping after this batch and saving a checkpoint ({again} to "
-                    "abort at once)")
+        if self.final_phase:
+            self.notify(f"{name}: stopping after this step of the final phase; the epochs are "
+                        f"saved and `--resume` finishes the run ({again} to abort at once)")
+        else:
+            self.notify(f"{name}: stopping after this batch and saving a checkpoint ({again} to "
+                        "abort at once)")

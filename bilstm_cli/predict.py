@@ -36,8 +36,10 @@ def load_keras_model(path: Path) -> Any:
     """The run's Keras model (imports TensorFlow: several seconds on a cold start)."""
     if not path.is_file():
         raise UserError(f"{path} is missing: the run folder has no Keras model")
-    import bilstm_cli.model  # noqa: F401 - registers its layers (RightPaddedLSTM, the pooling)
-    from bilstm_cli.backend import keras
+    import keras
+
+    import bilstm_cli.accel.layers  # noqa: F401 - registers the layers of runs saved before 12-05
+    import bilstm_cli.model  # noqa: F401 - registers its layers (word dropout, the pooling)
 
     return keras.saving.load_model(path, compile=False)
 

@@ -197,3 +197,15 @@ def training_data_warning(section: dict[str, Any], data: str) -> str | None:
     return (f"{data} is the data this model was trained on ({trained_on}): its accuracy says "
             f"how well the model remembers its training texts, not how it does on new "
             f"ones{instead}")
+
+
+def read_config(run_dir: Path) -> Any:
+    """The run's config.yaml as a `config.Config` (a UserError naming the file when it is
+    missing or invalid)."""
+    from bilstm_cli.config import load_config
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the run folder has no config (was it made by "
+                        "`bilstm train`?)")
+    return load_config(path)

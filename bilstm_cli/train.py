@@ -19,18 +19,19 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 from tokenizers import Tokenizer
 
-from bilstm_cli import fused_lstm, optimizer
-from bilstm_cli.adversarial import AdversarialClassifier
-from bilstm_cli.backend import configure_threads, forgetting_custom_gradients, keras, tf
+from bilstm_cli import accel, regularizers
+from bilstm_cli.architecture import Architecture, describe
+from bilstm_cli.backend import configure_threads
 from bilstm_cli.checkpoint import (
     Checkpoint,
     TrainingState,
@@ -42,14 +43,13 @@ from bilstm_cli.checkpoint import (
     save_last,
 )
 from bilstm_cli.config import Config, TrainingConfig, config_to_yaml, with_absolute_data_paths
-from bilstm_cli.consistency import ConsistencyClassifier
 from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits, summarize
 from bilstm_cli.data.splits import class_weights
 from bilstm_cli.errors import UserError
 from bilstm_cli.export import export_model
 from bilstm_cli.interrupt import StopSignals, TrainingInterrupted
-from bilstm_cli.model import build_model, ensemble_model
+from bilstm_cli.model import build_model, ensemble_model, keras_copy
 from bilstm_cli.runs import (
     CONFIG_FILE,
     DATA_SUMMARY_FILE,
@@ -147,12 +147,8 @@ def train(
             config.training.deterministic, resume, _machine(),
             versions(tf.__version__, keras.__version__))
         try:
-            # Work after the fit traces the model again (the final evaluation's predict
-            # functions, once per batch shape), and its custom gradients register again:
-            # released here too, or TensorFlow's registry keeps every run's last model.
-            with forgetting_custom_gradients():
-                return _train_in_folder(config, log, run_dir, splits, summary, resume, stop,
-                                        record, tokenizer)
+            return _train_in_folder(config, log, run_dir, splits, summary, resume, stop,
+                                    record, tokenizer)
         except BaseException as exc:
             record.end_for(exc)
             if isinstance(exc, TrainingInterrupted):
@@ -205,6 +201,9 @@ class Prepared:
     train_ids: list[np.ndarray]
     val_ids: list[np.ndarray]
     example_weights: np.ndarray | None
+    arch: Architecture
+    kinds: accel.Layers  # the layer classes training builds with
+    summary: dict[str, Any]
     # model.embedding_init: cooccurrence, made by the first model that needs them: an
     # ensemble's members start from the same table.
     word_vectors: np.ndarray | None = None
@@ -231,16 +230,34 @@ def _train_in_folder(
     tokenizer: Tokenizer | None = None,
 ) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
-    if not tf.config.list_physical_devices("GPU"):
-        fused_lstm.prepare(log)  # the GPU runs cuDNN instead
-
+    kinds = accel.select(config.training.kernel, log)
     keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
+    log(f"run folder: {run_dir}")
+    data = _prepare(config, log, run_dir, kinds, splits, summary, resume, tokenizer)
+    # From here a signal stops at the next safe point: after a batch, or between the steps of
+    # the final phase (the epochs are saved by then; `--resume` does what is left).
+    stop.graceful = True
+    try:
+        # The accel layers' custom gradients are released once a model's functions are built.
+        with kinds.tracing():
+            if config.model.ensemble > 1:
+                fits = _fit_members(config, log, run_dir, data, resume, stop, record)
+            else:
+                fits = [_fit(config, log, run_dir, data, resume, stop, record)]
+            stop.final_phase = True
+            return _finish(config, log, run_dir, data, fits, stop, record)
+    finally:
+        stop.graceful = False
+
+
+def _prepare(config: Config, log: Log, run_dir: Path, kinds: accel.Layers,
+             splits: Splits | None, summary: dict[str, Any] | None, resume: bool,
+             tokenizer: Tokenizer | None) -> Prepared:
+    """The split, tokenizer, ids and run files every model of the run shares."""
     splits = splits or load_splits(config.data, config.training.seed)
     labels = splits.labels or sorted(set(splits.train.labels))
-
-    log(f"run folder: {run_dir}")
     if not resume:
         _start_over(run_dir)
     # What was trained on: counts per split and class, skipped bad rows, class weights.
@@ -253,32 +270,41 @@ def _train_in_folder(
         splits, labels, tokenizer, encode(tokenizer, splits.train.texts),
         encode(tokenizer, splits.validation.texts),
         None if weights is None else
-        np.array([weights[label] for label in splits.train.labels], dtype=np.float32))
+        np.array([weights[label] for label in splits.train.labels], dtype=np.float32),
+        describe(config.model, tokenizer.get_vocab_size(), len(labels)), kinds, summary)
     _write_run_files(run_dir, config, data, summary)
     log(f"vocabulary: {tokenizer.get_vocab_size()} tokens; labels: {', '.join(labels)}")
+    return data
 
-    if config.model.ensemble > 1:
-        fits = _fit_members(config, log, run_dir, data, summary, resume, stop, record)
-        model = ensemble_model([fit.model for fit in fits])
-        write_atomic(run_dir / MODEL_FILE, lambda tmp: model.save(tmp))
-    else:
-        fits = [_fit(config, log, run_dir, data, resume, stop, record)]
-        model = fits[0].model
+
+def _finish(config: Config, log: Log, run_dir: Path, data: Prepared, fits: list[Fit],
+            stop: StopSignals, record: RunRecord) -> TrainResult:
+    """The final phase: the run's model.keras (an ensemble's), model.onnx, the validation and
+    test reports, run.json and `latest`. A signal stops it between steps."""
+    model = fits[0].model if len(fits) == 1 else ensemble_model([fit.model for fit in fits])
+    if len(fits) > 1:  # a single model's model.keras is written at its best epoch
+        saved = ensemble_model([keras_copy(fit.model, data.arch) for fit in fits])
+        write_atomic(run_dir / MODEL_FILE, lambda tmp: saved.save(tmp))
+        del saved
     # Every model is built: the vectors' [vocab, dim] floats (41 MB for IMDB) need not be held
     # through the final phase, where the run's memory peaks.
     data.word_vectors = None
+    stop.check("in the final phase, before the ONNX export")
     # The best model for ONNX Runtime too, so `predict` runs without TensorFlow.
-    export_model(model, run_dir / ONNX_FILE)
+    export_model(model, data.arch, run_dir / ONNX_FILE)
+    stop.check("in the final phase, before the evaluation")
 
     from bilstm_cli.evaluate import evaluate_dataset
     from bilstm_cli.predict import Classifier, TensorFlowEngine
 
     classifier = Classifier(run_dir, TensorFlowEngine(model))
-    metrics: dict[str, Any] = {
-        **_summaries(fits),
-        "validation": evaluate_dataset(classifier, splits.validation),
-        "test": evaluate_dataset(classifier, splits.test) if splits.test is not None else None,
-    }
+    splits = data.splits
+    metrics: dict[str, Any] = {**_summaries(fits),
+                               "validation": evaluate_dataset(classifier, splits.validation)}
+    stop.check("in the final phase, during the evaluation")
+    metrics["test"] = evaluate_dataset(classifier, splits.test) \
+        if splits.test is not None else None
+    stop.check("in the final phase, after the evaluation")
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     if len(fits) == 1:
         record.end("finished", epochs_done=metrics["epochs_run"],
@@ -318,9 +344,8 @@ def member_config(config: Config, index: int) -> Config:
     })
 
 
-def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
-                 summary: dict[str, Any], resume: bool, stop: StopSignals,
-                 record: RunRecord) -> list[Fit]:
+def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
+                 stop: StopSignals, record: RunRecord) -> list[Fit]:
     """Train an ensemble's members one after the other, each in its own run folder
     (members/1, ...) with its own checkpoints: a resumed ensemble keeps the finished members and
     continues the one that was interrupted."""
@@ -342,8 +367,8 @@ def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
                 (member_dir / MODEL_FILE).is_file() and \
                 (metrics["stopped_early"] or metrics["epochs_run"] >= member.training.epochs):
             log(f"member {index + 1} finished before: kept")
-            fits.append(Fit(_weights_only(load_keras_model(member_dir / MODEL_FILE), member,
-                                          data), metrics))
+            fits.append(Fit(_weights_only(load_keras_model(member_dir / MODEL_FILE), data),
+                            metrics))
             continue
         continuing = resume and has_checkpoint(member_dir)
         # This session's command (a resumed record's first one is the original).
@@ -355,9 +380,10 @@ def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
         try:
             if not continuing:
                 _start_over(member_dir)
-            _write_run_files(member_dir, member, data, summary)
+            _write_run_files(member_dir, member, data, data.summary)
             fit = _fit(member, log, member_dir, data, continuing, stop, member_record)
-            export_model(fit.model, member_dir / ONNX_FILE)  # a member predicts on its own too
+            # a member predicts on its own too
+            export_model(fit.model, data.arch, member_dir / ONNX_FILE)
             write_json_atomic(member_dir / METRICS_FILE, fit.summary)
         except BaseException as exc:
             member_record.end_for(exc)
@@ -368,15 +394,15 @@ def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared,
                           best_epoch=fit.summary["best_epoch"],
                           stopped_early=fit.summary["stopped_early"])
         record.update(members_done=index + 1)
-        fits.append(Fit(_weights_only(fit.model, member, data), fit.summary))
+        fits.append(Fit(_weights_only(fit.model, data), fit.summary))
         del fit  # the trained model and its optimizer's state, before the next member trains
     return fits
 
 
-def _weights_only(model: keras.Model, config: Config, data: Prepared) -> keras.Model:
-    """The model rebuilt with its weights but no optimizer: an ensemble's model.keras holds its
-    members' weights, not their training state (members/<i>/model.keras keeps that)."""
-    copy = build_model(config.model, data.tokenizer.get_vocab_size(), len(data.labels))
+def _weights_only(model: keras.Model, data: Prepared) -> keras.Model:
+    """The model rebuilt with its weights but no optimizer or regularizer around it, for the
+    ensemble's evaluation (members/<i>/ keep their training state)."""
+    copy = build_model(data.arch, data.kinds)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -390,39 +416,15 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
     binary = len(labels) == 2
     checkpoint = load_last(run_dir) if resume else None
     steps = -(-len(data.train_ids) // config.training.batch_size)
-    vocab_size = data.tokenizer.get_vocab_size()
-    counts = np.bincount(np.concatenate(data.train_ids), minlength=vocab_size) \
-        if config.model.normalize_embeddings else None
-    vectors = None
-    if config.model.embedding_init == "cooccurrence" and checkpoint is None:  # else restored
-        if data.word_vectors is None:
-            started = time.monotonic()
-            data.word_vectors = cooccurrence_vectors(
-                data.train_ids, vocab_size, config.model.embedding_dim, config.training.seed)
-            log(f"initial word vectors from the training texts' co-occurrences: "
-                f"{time.monotonic() - started:.1f} s")
-        vectors = data.word_vectors
-    model = build_model(config.model, vocab_size, len(labels), counts, vectors)
-    if config.training.adversarial:
-        # The same layers with the adversarial train_step; `model` stays what is saved.
-        trainer = AdversarialClassifier(model.inputs, model.outputs, name=model.name)
-        trainer.epsilon = config.training.adversarial
-    elif config.training.consistency:
-        trainer = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
-        trainer.weight = config.training.consistency
-    else:
-        trainer = model
+    model = _build(config, log, data, fresh=checkpoint is None)
+    trainer = regularizers.trainer(model, data.arch, config.training)
     trainer.compile(
-        optimizer=optimizer.Adam(_learning_rate(config.training, steps),
-                                 clipnorm=config.training.clipnorm,
-                                 weight_decay=config.training.weight_decay or None,
-                                 use_ema=config.training.ema_momentum > 0,
-                                 ema_momentum=config.training.ema_momentum or 0.99),
+        optimizer=data.kinds.adam(_learning_rate(config.training, steps),
+                                  clipnorm=config.training.clipnorm,
+                                  weight_decay=config.training.weight_decay or None),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    if trainer is not model:  # model.keras keeps the optimizer's state, as without a trainer
-        model.compile(optimizer=trainer.optimizer, loss=trainer.loss, metrics=["accuracy"])
     train_data = partial(
         _batch_dataset, data.train_ids, _label_array(splits.train.labels, labels, binary),
         config.training.batch_size, config.training.seed, config.training.bucket_by_length,
@@ -440,26 +442,22 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
 
     display = TrainingDisplay(config.training.epochs)
     recorder = EpochRecorder(config, run_dir, display, state, best_weights,
-                             len(data.train_ids), stop, record, checkpoint, model)
+                             len(data.train_ids), stop, record, checkpoint,
+                             partial(keras_copy, model, data.arch))
     callbacks: list[Any] = [recorder]
     if config.training.tensorboard:
         callbacks.append(_tensorboard(run_dir))
-    # Once fitted, the model's training functions are built: TensorFlow's registry need not keep
-    # their custom gradients (and through them this model) alive.
-    with display, forgetting_custom_gradients():
+    # Once fitted, the model's training functions are built: the accel kernel's custom
+    # gradients (and through them this model) need not be kept.
+    with display, data.kinds.tracing():
         for row in state.history:  # the epochs done before a resume
             display.end_epoch(row)
-        stop.graceful = True  # from here a signal stops after the current batch
-        try:
-            # One fit call per epoch: each epoch's batches are built for that epoch alone, so a
-            # resumed epoch can start at the batch after its checkpoint.
-            while state.epoch < config.training.epochs and not state.stopped_early:
-                batches, _ = train_data(epoch=state.epoch, skip=state.step)
-                trainer.fit(batches, validation_data=val_data, initial_epoch=state.epoch,
-                            epochs=state.epoch + 1, callbacks=callbacks, verbose=0,
-                            shuffle=False)
-        finally:
-            stop.graceful = False
+        # One fit call per epoch: each epoch's batches are built for that epoch alone, so a
+        # resumed epoch can start at the batch after its checkpoint.
+        while state.epoch < config.training.epochs and not state.stopped_early:
+            batches, _ = train_data(epoch=state.epoch, skip=state.step)
+            trainer.fit(batches, validation_data=val_data, initial_epoch=state.epoch,
+                        epochs=state.epoch + 1, callbacks=callbacks, verbose=0, shuffle=False)
     if recorder.best_weights is not None:
         model.set_weights(recorder.best_weights)
     rows = recorder.rows
@@ -476,6 +474,23 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
         "seconds_per_epoch": float(np.median([r["seconds"] for r in rows])),
         "examples_per_second": float(np.median([r["examples_per_second"] for r in rows])),
     })
+
+
+def _build(config: Config, log: Log, data: Prepared, fresh: bool) -> keras.Model:
+    """The model to train, with the accel layers where they run. A `fresh` one (not resumed)
+    with `model.embedding_init: cooccurrence` starts from the training texts' word vectors,
+    made by the first model that needs them: an ensemble's members start from the same."""
+    vectors = None
+    if config.model.embedding_init == "cooccurrence" and fresh:
+        if data.word_vectors is None:
+            started = time.monotonic()
+            data.word_vectors = cooccurrence_vectors(
+                data.train_ids, data.arch.vocab_size, config.model.embedding_dim,
+                config.training.seed)
+            log(f"initial word vectors from the training texts' co-occurrences: "
+                f"{time.monotonic() - started:.1f} s")
+        vectors = data.word_vectors
+    return build_model(data.arch, data.kinds, vectors, config.model.embedding_init_scale)
 
 
 def _tensorboard(run_dir: Path) -> Any:
@@ -495,15 +510,14 @@ class TrainingDiverged(UserError):
 class EpochRecorder(keras.callbacks.Callback):
     """Per batch: progress, the NaN/inf guard, step checkpoints and the stop signal. Per epoch:
     the table row, history.csv, the best model so far (kept in memory, saved as model.keras and
-    checkpoints/best), early stopping on the monitored metric, and checkpoints/last. With
-    training.ema_momentum, validation and the best model use the weights' moving averages."""
+    checkpoints/best), early stopping on the monitored metric, and checkpoints/last."""
 
     def __init__(self, config: Config, run_dir: Path, display: TrainingDisplay,
                  state: TrainingState, best_weights: list[np.ndarray] | None, examples: int,
                  stop: StopSignals, record: RunRecord, resumed: Checkpoint | None,
-                 saved_model: keras.Model) -> None:
+                 saved_model: Callable[[], keras.Model]) -> None:
         super().__init__()
-        # What model.keras holds: the model itself, not the adversarial trainer around it.
+        # What model.keras holds: the model in Keras' own layers, without a regularizer.
         self.saved_model = saved_model
         self.monitor = config.training.monitor
         self.patience = config.training.early_stopping_patience
@@ -523,9 +537,6 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epoch = state.epoch
         self.skip = 0
         self.epoch_start = self.train_end = 0.0
-        self.averaging = config.training.ema_momentum > 0
-        self.averaged: optimizer.AveragedWeights | None = None
-        self.validating = ExitStack()
         if resumed is not None:
             self._write_history()  # a kill may have left a row the checkpoint does not have
 
@@ -555,20 +566,6 @@ class EpochRecorder(keras.callbacks.Callback):
             step = self.state.step if mid_epoch else self.steps
             raise TrainingDiverged(self._diverged_message("the weights became inf or nan", step))
         save_last(self.run_dir, self.state, self.model, self.best_weights, metric_state=mid_epoch)
-
-    def _averaged_weights(self) -> AbstractContextManager[Any]:
-        """The optimizer's moving averages in the model while inside (training.ema_momentum)."""
-        if not self.averaging:
-            return nullcontext()
-        if self.averaged is None:  # the optimizer has built its averages by now
-            self.averaged = optimizer.AveragedWeights(self.model.optimizer)
-        return self.averaged
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        self.validating.enter_context(self._averaged_weights())
-
-    def on_test_end(self, logs: dict | None = None) -> None:
-        self.validating.close()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch, self.skip = epoch, self.state.step
@@ -631,9 +628,9 @@ class EpochRecorder(keras.callbacks.Callback):
         best = self._improved(value)
         if best:
             self.state.best, self.state.best_epoch = value, epoch + 1
-            with self._averaged_weights():
-                self.best_weights = [w.copy() for w in self.model.get_weights()]
-                write_atomic(self.run_dir / MODEL_FILE, lambda tmp: self.saved_model.save(tmp))
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+            saved = self.saved_model()
+            write_atomic(self.run_dir / MODEL_FILE, lambda tmp: saved.save(tmp))
             save_best(self.run_dir, epoch + 1, self.monitor, value, self.run_dir / MODEL_FILE)
         row = {
             "epoch": epoch + 1,

@@ -11,8 +11,8 @@ the model trains on, and the labels are not read. About 40 s for IMDB's 22,500 r
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 
-from bilstm_cli.backend import tf
 from bilstm_cli.text import UNK_ID
 
 WINDOW = 5  # tokens either side

@@ -27,6 +27,18 @@ NEGATIVE = "awful boring terrible dull weak tedious dreadful".split()
 NEUTRAL = "film movie plot actor scene story the a it was and".split()
 
 
+def tiny_model(config, vocab_size: int, num_classes: int, kinds=None, **options):
+    """model.build_model for a ModelConfig (its architecture for this vocabulary and classes);
+    `kinds`: "fused" for the accel package's layers (the kernel must be loaded)."""
+    from bilstm_cli import accel
+    from bilstm_cli.architecture import describe
+    from bilstm_cli.model import build_model
+
+    layers = accel.fused_layers() if kinds == "fused" else None
+    options.setdefault("word_vector_scale", config.embedding_init_scale)
+    return build_model(describe(config, vocab_size, num_classes), layers, **options)
+
+
 def toy_examples(count: int, seed: int = 0, classes: int = 2) -> list[tuple[str, str]]:
     """Texts whose label follows from their words, so a tiny model learns them in a few steps."""
     rng = random.Random(seed)
@@ -103,7 +115,7 @@ def run_cli_without_tensorflow(*args: str, cwd: Path, input: str | None = None,
 @pytest.fixture(scope="session")
 def fused_kernel() -> bool:
     """Build (once) and load the fused LSTM kernel; False where it cannot be built."""
-    from bilstm_cli import fused_lstm
+    from bilstm_cli.accel import kernel as fused_lstm
 
     messages: list[str] = []
     built = fused_lstm.prepare(messages.append)

@@ -1,5 +1,6 @@
-"""Adversarial training (training.adversarial): one step against the same step done by hand;
-both extra-loss trainers (this one and consistency.py's) switched off are plain training."""
+"""Regularizers (bilstm_cli/regularizers): adversarial training's step against the same step
+done by hand; each regularizer switched off is plain training; each holds the model's own
+variables."""
 
 from __future__ import annotations
 
@@ -16,22 +17,30 @@ def _batch() -> tuple[np.ndarray, np.ndarray]:
     return ids, rng.integers(0, 2, size=(6, 1)).astype("float32")
 
 
-@pytest.mark.parametrize(("dropout", "normalize"), [(0.0, False), (0.4, False), (0.4, True)])
-def test_one_step_adds_the_gradient_at_the_worst_nearby_embeddings(dropout, normalize):
-    """The update is the clean gradient plus the gradient at embeddings moved epsilon (L2 over
-    each text) along the clean loss's gradient by them, both passes with the same dropout."""
-    from bilstm_cli.adversarial import AdversarialClassifier
-    from bilstm_cli.backend import keras, tf
-    from bilstm_cli.config import ModelConfig
+def _model_and_arch(config, classes: int = 2):
+    from bilstm_cli.architecture import describe
     from bilstm_cli.model import build_model
 
+    arch = describe(config, 30, classes)
+    return build_model(arch), arch
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_one_step_adds_the_gradient_at_the_worst_nearby_embeddings(dropout):
+    """The update is the clean gradient plus the gradient at embeddings moved epsilon (L2 over
+    each text) along the clean loss's gradient by them, both passes with the same dropout."""
+    import keras
+    import tensorflow as tf
+
+    from bilstm_cli.config import ModelConfig
+    from bilstm_cli.model import forward
+    from bilstm_cli.regularizers.adversarial import AdversarialTraining, Perturb
+
     keras.utils.set_random_seed(1)
-    config = ModelConfig(bidirectional=True, units=4, embedding_dim=5, pooling="max_mean",
-                         dropout=dropout, word_dropout=dropout, normalize_embeddings=normalize)
-    model = build_model(config, vocab_size=30, num_classes=2,
-                        token_counts=np.arange(30) % 7 if normalize else None)
-    trainer = AdversarialClassifier(model.inputs, model.outputs, name=model.name)
-    trainer.epsilon = 0.7
+    model, arch = _model_and_arch(ModelConfig(
+        bidirectional=True, units=4, embedding_dim=5, pooling="max_mean", dropout=dropout,
+        word_dropout=dropout))
+    trainer = AdversarialTraining.around(model, arch, 0.7)
     trainer.compile(optimizer=keras.optimizers.SGD(1.0), loss="binary_crossentropy")
     ids, labels = _batch()
     weights = model.get_weights()
@@ -41,24 +50,24 @@ def test_one_step_adds_the_gradient_at_the_worst_nearby_embeddings(dropout, norm
     trainer.fit(ids, labels, batch_size=len(ids), epochs=1, shuffle=False, verbose=0)
     after = [np.array(v) for v in model.trainable_weights]
 
-    # By hand, from the same weights and random state.
+    # By hand, from the same weights and random state, on the model's layers with an added
+    # perturbation of the embedding's output.
     model.set_weights(weights)
-    embedding = model.get_layer("embedding")
+    noise, perturb = keras.Input(shape=(None, 5)), Perturb(name="perturb")
+    perturbed = keras.Model([model.input, noise], forward(
+        arch, lambda name: perturb if name == "perturb" else model.get_layer(name), model.input,
+        noise))
     loss_fn = keras.losses.BinaryCrossentropy()
 
     def loss_and_gradients(perturbation):
         for variable, seed in zip(model.non_trainable_variables, seeds):
             variable.assign(seed)
         perturbation = tf.constant(perturbation)
-        try:
-            with tf.GradientTape() as tape:
-                tape.watch(perturbation)
-                embedding.perturbation = perturbation
-                loss = loss_fn(labels, model(ids, training=True))
-            gradients = tape.gradient(loss, [*model.trainable_weights, perturbation])
-            return float(loss), [np.array(tf.convert_to_tensor(g)) for g in gradients]
-        finally:
-            embedding.perturbation = None
+        with tf.GradientTape() as tape:
+            tape.watch(perturbation)
+            loss = loss_fn(labels, perturbed([tf.constant(ids), perturbation], training=True))
+        gradients = tape.gradient(loss, [*model.trainable_weights, perturbation])
+        return float(loss), [np.array(tf.convert_to_tensor(g)) for g in gradients]
 
     clean_loss, (*clean, toward_loss) = loss_and_gradients(np.zeros((6, 8, 5), "float32"))
     norms = np.sqrt((toward_loss ** 2).sum(axis=(1, 2), keepdims=True))
@@ -69,39 +78,47 @@ def test_one_step_adds_the_gradient_at_the_worst_nearby_embeddings(dropout, norm
         np.testing.assert_allclose(end, start - a - b, atol=2e-5, err_msg=variable.path)
 
 
-@pytest.mark.parametrize("trainer", ["adversarial", "consistency"])
-def test_a_trainer_switched_off_is_keras_own_step(trainer):
-    """epsilon 0 (training.adversarial) and weight 0 (training.consistency) are plain training."""
-    from bilstm_cli.adversarial import AdversarialClassifier
-    from bilstm_cli.backend import keras
-    from bilstm_cli.config import ModelConfig
-    from bilstm_cli.consistency import ConsistencyClassifier
-    from bilstm_cli.model import build_model
+def test_a_zero_perturbation_is_the_model_itself():
+    """Validation and prediction of the adversarial regularizer are the plain model's."""
+    import keras
 
-    wrapper = {"adversarial": AdversarialClassifier, "consistency": ConsistencyClassifier}[trainer]
+    from bilstm_cli.config import ModelConfig
+    from bilstm_cli.regularizers.adversarial import AdversarialTraining
+
+    model, arch = _model_and_arch(ModelConfig(bidirectional=True, units=4, embedding_dim=5,
+                                              pooling="max"))
+    trainer = AdversarialTraining.around(model, arch, 0.5)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy",
+                    metrics=["accuracy"])
     ids, labels = _batch()
-    weights = []
-    for wrapped in (False, True):
-        keras.utils.set_random_seed(2)
-        model = build_model(ModelConfig(units=4, embedding_dim=5, word_dropout=0.3),
-                            vocab_size=30, num_classes=2)
-        if wrapped:
-            model = wrapper(model.inputs, model.outputs, name=model.name)
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
-        model.fit(ids, labels, batch_size=3, epochs=2, shuffle=False, verbose=0)
-        weights.append(model.get_weights())
-    for plain, wrapped_weights in zip(*weights, strict=True):
-        np.testing.assert_array_equal(plain, wrapped_weights)
+    np.testing.assert_array_equal(trainer.predict(ids, verbose=0), model.predict(ids, verbose=0))
+    model.compile(loss="binary_crossentropy", metrics=["accuracy"])
+    np.testing.assert_allclose(trainer.evaluate(ids, labels, verbose=0),
+                               model.evaluate(ids, labels, verbose=0), rtol=1e-6)
 
 
-def test_the_trainer_holds_the_models_own_variables_in_the_same_order():
-    """Checkpoints and best weights are taken from the trainer and put back into the model."""
-    from bilstm_cli.adversarial import AdversarialClassifier
-    from bilstm_cli.config import ModelConfig
-    from bilstm_cli.model import build_model
+@pytest.mark.parametrize("key", ["adversarial", "consistency"])
+def test_no_regularizer_configured_is_keras_own_step(key):
+    """training.adversarial / training.consistency at 0: the model itself is fitted."""
+    from bilstm_cli import regularizers
+    from bilstm_cli.config import ModelConfig, TrainingConfig
 
-    model = build_model(ModelConfig(bidirectional=True, layers=2, pooling="max_mean",
-                                    word_dropout=0.2), vocab_size=30, num_classes=3)
-    trainer = AdversarialClassifier(model.inputs, model.outputs, name=model.name)
+    model, arch = _model_and_arch(ModelConfig(units=4, embedding_dim=5))
+    assert regularizers.trainer(model, arch, TrainingConfig(**{key: 0.0})) is model
+    chosen = regularizers.trainer(model, arch, TrainingConfig(**{key: 0.5}))
+    assert isinstance(chosen, regularizers.REGULARIZERS[key])
+    assert chosen.strength == 0.5
+
+
+@pytest.mark.parametrize("key", ["adversarial", "consistency"])
+def test_the_regularizer_holds_the_models_own_variables_in_the_same_order(key):
+    """Checkpoints and best weights are taken from the regularizer and put back into the
+    model."""
+    from bilstm_cli import regularizers
+    from bilstm_cli.config import ModelConfig, TrainingConfig
+
+    model, arch = _model_and_arch(ModelConfig(bidirectional=True, layers=2, pooling="max_mean",
+                                              word_dropout=0.2), classes=3)
+    trainer = regularizers.trainer(model, arch, TrainingConfig(**{key: 0.3}))
     assert len(trainer.variables) == len(model.variables) == 22
     assert all(a is b for a, b in zip(trainer.variables, model.variables, strict=True))

@@ -19,7 +19,8 @@ def test_weights_by_label_name():
 
 @pytest.mark.parametrize("classes,batch_size", [(2, 8), (2, 3), (3, 4)])
 def test_balanced_weights_change_the_loss_as_computed_by_hand(classes, batch_size):
-    from bilstm_cli.backend import keras
+    import keras
+
     from bilstm_cli.text import pad
     from bilstm_cli.train import _batch_dataset, _label_array
 

@@ -45,25 +45,30 @@ def run_folder(tmp_path_factory):
     return folder, tokenizer.get_vocab_size()
 
 
+def _architecture(vocab_size: int, bidirectional: bool, layers: int, pooling: str,
+                  merge_mode: str, classes: int):
+    from bilstm_cli.architecture import describe
+
+    config = ModelConfig(bidirectional=bidirectional, layers=layers, units=5, embedding_dim=6,
+                         dropout=0.3, word_dropout=0.1, embedding_dropout=0.2,
+                         merge_mode=merge_mode, pooling=pooling)
+    return describe(config, vocab_size, classes)
+
+
 def _tiny_model(vocab_size: int, bidirectional: bool, layers: int, pooling: str,
                 merge_mode: str, classes: int, seed: int):
-    from bilstm_cli.backend import keras
+    import keras
+
     from bilstm_cli.model import build_model
 
     keras.utils.set_random_seed(seed)
-    config = ModelConfig(bidirectional=bidirectional, layers=layers, units=5, embedding_dim=6,
-                         dropout=0.3, word_dropout=0.1, embedding_dropout=0.2,
-                         merge_mode=merge_mode, pooling=pooling,
-                         normalize_embeddings=seed % 3 == 0)
-    model = build_model(config, vocab_size, classes)
+    model = build_model(_architecture(vocab_size, bidirectional, layers, pooling, merge_mode,
+                                      classes))
     # Random weights of a useful size (biases included), so outputs are far from 0.5 and a
     # wrong gate order, direction or mask would show.
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(0.0, 0.6, w.shape).astype(np.float32)
                        for w in model.get_weights()])
-    if config.normalize_embeddings:  # word frequencies: folded into the exported table
-        frequencies = model.get_layer("embedding").frequencies
-        frequencies.assign(np.abs(np.array(frequencies)))
     return model
 
 
@@ -76,7 +81,8 @@ def test_onnx_matches_keras(run_folder, bidirectional, layers, pooling):
     model = _tiny_model(vocab_size, bidirectional, layers, pooling, merge_mode, classes, index)
     labels = [f"c{i}" for i in range(classes)]
     (folder / "labels.json").write_text(json.dumps({"labels": labels}))
-    onnx_path = export_model(model, folder / f"model-{index}.onnx")
+    arch = _architecture(vocab_size, bidirectional, layers, pooling, merge_mode, classes)
+    onnx_path = export_model(model, arch, folder / f"model-{index}.onnx")
 
     keras_clf = Classifier(folder, TensorFlowEngine(model))
     onnx_clf = Classifier(folder, OnnxEngine(onnx_path))
@@ -98,9 +104,8 @@ def test_an_ensemble_exports_as_the_mean_of_its_members(run_folder, tmp_path, cl
     from bilstm_cli.predict import load_keras_model
 
     folder, vocab_size = run_folder
-    members = [_tiny_model(vocab_size, bidirectional, 1, pooling, "concat", classes, seed)
-               for seed, (bidirectional, pooling) in
-               enumerate([(True, "max_mean"), (True, "last"), (False, "max")], start=40)]
+    members = [_tiny_model(vocab_size, True, 1, "max_mean", "concat", classes, seed)
+               for seed in (40, 41, 42)]
     (folder / "labels.json").write_text(json.dumps({"labels": [f"c{i}" for i in
                                                                range(classes)]}))
     alone = [Classifier(folder, TensorFlowEngine(member)) for member in members]
@@ -110,7 +115,8 @@ def test_an_ensemble_exports_as_the_mean_of_its_members(run_folder, tmp_path, cl
     assert [m.name for m in ensemble_members(model)] == ["member_1", "member_2", "member_3"]
     np.testing.assert_allclose(Classifier(folder, TensorFlowEngine(model)).predict(texts, 7),
                                expected, atol=1e-6)
-    onnx_path = export_model(model, tmp_path / "ensemble.onnx")
+    arch = _architecture(vocab_size, True, 1, "max_mean", "concat", classes)
+    onnx_path = export_model(model, arch, tmp_path / "ensemble.onnx")
     got = Classifier(folder, OnnxEngine(onnx_path)).predict(texts, 7)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     assert np.abs(got - alone[0].predict(texts, 7)).max() > 0.01  # not just the first member
@@ -126,6 +132,7 @@ def test_ensemble_export_copies_out_one_member_at_a_time(run_folder):
     of Keras only once the previous member's copy is gone (into the proto)."""
     folder, vocab_size = run_folder
     members = [_tiny_model(vocab_size, True, 1, "max", "concat", 2, seed) for seed in (1, 2, 3)]
+    arch = _architecture(vocab_size, True, 1, "max", "concat", 2)
     released: list[bool] = []
     previous: weakref.ref | None = None
 
@@ -134,7 +141,7 @@ def test_ensemble_export_copies_out_one_member_at_a_time(run_folder):
         for member in members:
             if previous is not None:
                 released.append(previous() is None)
-            spec = spec_from_keras(member)
+            spec = spec_from_keras(member, arch)
             previous = weakref.ref(spec)
             yield spec
             del spec  # as specs_from_keras, which keeps no reference to what it yielded
@@ -147,7 +154,7 @@ def test_ensemble_export_copies_out_one_member_at_a_time(run_folder):
     from bilstm_cli.export import specs_from_keras
     from bilstm_cli.model import ensemble_model
 
-    made = specs_from_keras(ensemble_model(members))  # export_model's source of specs
+    made = specs_from_keras(ensemble_model(members), arch)  # export_model's source of specs
     first = weakref.ref(next(made))
     next(made)
     assert first() is None  # it keeps nothing of the spec it handed out
@@ -157,12 +164,13 @@ def test_backward_final_state_is_keras_backward_output(run_folder):
     """Pooling `last` in a BiLSTM: the backward half is the state after reading each text back
     to its first word, never one that started in the padding."""
     folder, vocab_size = run_folder
-    from bilstm_cli.backend import keras
+    import keras
 
     model = _tiny_model(vocab_size, True, 1, "last", "concat", 2, 99)
     bidir = model.get_layer("bidirectional_1")
     features = keras.Model(model.input, bidir.output)
-    proto = build_onnx(spec_from_keras(model))
+    proto = build_onnx(spec_from_keras(model, _architecture(vocab_size, True, 1, "last",
+                                                            "concat", 2)))
     import onnx
     import onnxruntime as ort
 

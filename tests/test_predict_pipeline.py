@@ -23,9 +23,11 @@ POS, NEG = "superb brilliant film", "awful dull boring plot"
 def run(tmp_path_factory):
     """A tiny BiLSTM run folder (tokenizer, labels, model.keras, model.onnx), trained in-process
     in a few seconds, so these tests do not depend on the `train` command."""
-    from bilstm_cli.backend import keras
+    import keras
+    from conftest import tiny_model
+
+    from bilstm_cli.architecture import describe
     from bilstm_cli.export import export_model
-    from bilstm_cli.model import build_model
     from bilstm_cli.text import build_tokenizer, encode, pad, save_tokenizer
 
     folder = tmp_path_factory.mktemp("pipeline_run")
@@ -34,13 +36,13 @@ def run(tmp_path_factory):
     save_tokenizer(tokenizer, folder / "tokenizer.json")
     (folder / "labels.json").write_text(json.dumps({"labels": ["neg", "pos"]}))
     keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(bidirectional=True, units=8, embedding_dim=8, dropout=0.0),
-                        tokenizer.get_vocab_size(), 2)
+    config = ModelConfig(bidirectional=True, units=8, embedding_dim=8, dropout=0.0)
+    model = tiny_model(config, tokenizer.get_vocab_size(), 2)
     model.compile(keras.optimizers.Adam(0.02), "binary_crossentropy")
     y = np.array([label == "pos" for label in labels], dtype=np.float32)
     model.fit(pad(encode(tokenizer, texts)), y, epochs=8, batch_size=16, verbose=0)
     model.save(folder / "model.keras")
-    export_model(model, folder / "model.onnx")
+    export_model(model, describe(config, tokenizer.get_vocab_size(), 2), folder / "model.onnx")
     return folder
 
 

@@ -562,33 +562,6 @@ def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
     assert probe.closed and len(warnings) == 1
 
 
-def test_weight_averaging_validates_and_saves_the_average_and_resumes_exactly(data, tmp_path):
-    """`training.ema_momentum`: validation and model.keras are the moving average, not the last
-    step's weights; the checkpoint keeps both, so a run killed mid-epoch ends as one left alone."""
-    averaged = ("--set", "training.ema_momentum=0.9")
-    straight = run_cli(*args(data, "--output", str(tmp_path / "straight"), *averaged), cwd=data)
-    assert straight.returncode == 0, straight.stderr
-    reference = (tmp_path / "straight" / "latest").resolve()
-    plain = run_cli(*args(data, "--output", str(tmp_path / "plain")), cwd=data)
-    assert plain.returncode == 0, plain.stderr
-    # The same training steps; only what is validated and kept differs.
-    metrics, history = results(reference)
-    plain_metrics, plain_history = results((tmp_path / "plain" / "latest").resolve())
-    assert [row["loss"] for row in history] == [row["loss"] for row in plain_history]
-    assert [row["val_loss"] for row in history] != [row["val_loss"] for row in plain_history]
-    # What was validated is what was saved: the best epoch's val_accuracy is the saved model's.
-    best = history[metrics["best_epoch"] - 1]
-    assert abs(float(best["val_accuracy"]) - metrics["validation"]["accuracy"]) < 1e-6
-    last = np.load(reference / "checkpoints" / "last" / "arrays.npz")
-    saved = weights(reference)
-    trained = [last[key] for key in last.files if key.startswith("model/")]
-    assert len(trained) > 5
-    assert not any(np.array_equal(array, value) for array in trained for value in saved.values()
-                   if array.shape == value.shape and array.size > 8)
-
-    assert_kill_and_resume_ends_as(reference, data, tmp_path / "runs", averaged)
-
-
 def test_resume_reads_the_same_files_from_another_folder(tmp_path):
     """config.yaml names the data files as absolute paths: `--resume` from anywhere reads what
     the run was trained on (not a file of the same relative name where it is run from)."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from conftest import tiny_model
 
 from bilstm_cli import word_vectors
-from bilstm_cli.backend import keras
 from bilstm_cli.config import ModelConfig
-from bilstm_cli.model import build_model
 from bilstm_cli.text import PAD_ID, UNK_ID
 from bilstm_cli.word_vectors import (
     cooccurrence_vectors,
@@ -149,10 +149,10 @@ def test_build_model_starts_from_the_vectors():
                          embedding_init_scale=2.0)
     vectors = np.random.default_rng(4).standard_normal((7, 4)).astype(np.float32)
     keras.utils.set_random_seed(5)
-    table = np.asarray(build_model(config, 7, 2, word_vectors=vectors)
+    table = np.asarray(tiny_model(config, 7, 2, word_vectors=vectors)
                        .get_layer("embedding").embeddings)
     keras.utils.set_random_seed(5)
-    random_table = np.asarray(build_model(config, 7, 2).get_layer("embedding").embeddings)
+    random_table = np.asarray(tiny_model(config, 7, 2).get_layer("embedding").embeddings)
     np.testing.assert_array_equal(table[:2], random_table[:2])  # padding and [UNK]
     for row in range(2, 7):
         np.testing.assert_allclose(table[row] / np.linalg.norm(table[row]),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bilstm_cli import fused_lstm
+from bilstm_cli.accel import kernel as fused_lstm
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_the_environment_turns_the_kernel_off(fresh_cache, monkeypatch):
 def test_the_kernel_rejects_lengths_outside_the_batch(fused_kernel):
     if not fused_kernel:
         pytest.skip("the fused LSTM kernel could not be built here")
-    from bilstm_cli.backend import tf
+    import tensorflow as tf
 
     units, steps = 3, 4
     zeros, no_ids = tf.zeros([2, units]), tf.zeros([0, 0], tf.int32)
@@ -70,13 +70,16 @@ def test_the_kernel_rejects_lengths_outside_the_batch(fused_kernel):
             reverse=False, lookup=True)
 
 
-def test_training_steps_with_and_without_the_kernel_agree(fused_kernel, monkeypatch):
-    """A whole model (two BiLSTM layers, max pooling) trained a few steps either way."""
+def test_training_steps_with_and_without_the_accel_package_agree(fused_kernel, monkeypatch):
+    """A whole model (two BiLSTM layers, max pooling) trained a few steps with the accel
+    package's layers and Adam, and with Keras' own: the same weights."""
     if not fused_kernel:
         pytest.skip("the fused LSTM kernel could not be built here")
-    from bilstm_cli.backend import keras
+    import keras
+    from conftest import tiny_model
+
+    from bilstm_cli import accel
     from bilstm_cli.config import ModelConfig
-    from bilstm_cli.model import build_model
 
     rng = np.random.default_rng(1)
     lengths = rng.integers(1, 12, size=24)
@@ -85,11 +88,12 @@ def test_training_steps_with_and_without_the_kernel_agree(fused_kernel, monkeypa
         ids[row, :length] = rng.integers(1, 40, length)
     labels = rng.integers(0, 2, size=(24, 1)).astype("float32")
 
-    def trained_weights():
+    def trained_weights(kinds):
         keras.utils.set_random_seed(7)
-        model = build_model(ModelConfig(units=6, embedding_dim=5, layers=2, bidirectional=True,
-                                        pooling="max", dropout=0.0), 40, 2)
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+        model = tiny_model(ModelConfig(units=6, embedding_dim=5, layers=2, bidirectional=True,
+                                       pooling="max", dropout=0.0), 40, 2, kinds=kinds)
+        adam = accel.fused_layers().adam if kinds == "fused" else keras.optimizers.Adam
+        model.compile(optimizer=adam(0.01), loss="binary_crossentropy")
         for _ in range(3):
             model.train_on_batch(ids, labels)
         return model.get_weights()
@@ -97,19 +101,58 @@ def test_training_steps_with_and_without_the_kernel_agree(fused_kernel, monkeypa
     calls = []
     lstm = fused_lstm.lstm
     monkeypatch.setattr(fused_lstm, "lstm", lambda *a, **k: calls.append(k) or lstm(*a, **k))
-    with_kernel = trained_weights()
+    with_kernel = trained_weights("fused")
     assert {call["reverse"] for call in calls} == {False, True}  # both directions traced
-    monkeypatch.setattr(fused_lstm, "usable", lambda cell, training: False)
-    without_kernel = trained_weights()
-    for ours, keras_loop in zip(with_kernel, without_kernel):
-        np.testing.assert_allclose(ours, keras_loop, atol=1e-5)
+    calls.clear()
+    plain = trained_weights(None)
+    assert not calls
+    for ours, keras_own in zip(with_kernel, plain, strict=True):
+        np.testing.assert_allclose(ours, keras_own, atol=1e-5)
+
+
+def test_select_chooses_by_training_kernel(fused_kernel, monkeypatch):
+    """training.kernel: keras is Keras' own; auto the accel package's where the kernel runs
+    (else Keras', saying why); fused is an error where it cannot run."""
+    import keras
+
+    from bilstm_cli import accel
+    from bilstm_cli.errors import UserError
+
+    messages: list[str] = []
+    plain = accel.select("keras", messages.append)
+    assert (plain.lstm, plain.adam) == (keras.layers.LSTM, keras.optimizers.Adam)
+    if fused_kernel:
+        assert accel.select("auto", messages.append).name == "fused"
+        assert accel.select("fused", messages.append).name == "fused"
+    monkeypatch.setenv("BILSTM_FUSED_LSTM", "0")
+    assert accel.select("auto", messages.append).name == "keras"
+    assert messages[-1].startswith("fused LSTM kernel: off (BILSTM_FUSED_LSTM=0)")
+    with pytest.raises(UserError, match="training.kernel: fused"):
+        accel.select("fused", messages.append)
+
+
+def test_private_api_is_there():
+    """The private TensorFlow/Keras API the accel package uses (its docstring lists them): an
+    upgrade that removes one fails here, not silently in the numbers."""
+    import keras
+    from tensorflow.python.framework import ops as framework_ops
+
+    adam = keras.optimizers.Adam()
+    variable = keras.Variable(np.zeros((3, 2), "float32"))
+    adam.build([variable])
+    index = adam._get_variable_index(variable)
+    assert adam._momentums[index].shape == adam._velocities[index].shape == (3, 2)
+    assert adam._use_weight_decay(variable) in (True, False)
+    assert isinstance(framework_ops._gradient_registry._registry, dict)
 
 
 def test_inference_keeps_no_state_and_its_gradient_reruns_the_forward_pass(fused_kernel):
     if not fused_kernel:
         pytest.skip("the fused LSTM kernel could not be built here")
-    from bilstm_cli.backend import keras, tf
-    from bilstm_cli.model import RightPaddedLSTM
+    import keras
+    import tensorflow as tf
+
+    from bilstm_cli.accel.layers import RightPaddedLSTM
 
     rng = np.random.default_rng(2)
     ids = np.zeros((5, 8), dtype=np.int32)

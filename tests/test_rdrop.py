@@ -17,17 +17,18 @@ def _batch(count: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _model(classes: int, dropout: float = 0.4) -> object:
+    from conftest import tiny_model
+
     from bilstm_cli.config import ModelConfig
-    from bilstm_cli.model import build_model
 
     config = ModelConfig(bidirectional=True, units=4, embedding_dim=5, pooling="max_mean",
                          dropout=dropout, word_dropout=dropout)
-    return build_model(config, vocab_size=30, num_classes=classes)
+    return tiny_model(config, vocab_size=30, num_classes=classes)
 
 
 def _symmetric_kl(p, q, classes):
     """By the definition: KL(p || q) + KL(q || p), over the classes' probabilities."""
-    from bilstm_cli.backend import tf
+    import tensorflow as tf
 
     if classes == 2:
         p, q = tf.concat([1 - p, p], -1), tf.concat([1 - q, q], -1)
@@ -40,13 +41,14 @@ def test_one_step_is_both_passes_cross_entropy_plus_weight_times_kl(count, class
     """Texts learned in two halves, each doubled; the update is that of the batch's loss: the mean
     cross-entropy of its 2 x count predictions + WEIGHT x the mean half symmetric KL per text.
     A batch of one text is learned once."""
-    from bilstm_cli.backend import keras, tf
-    from bilstm_cli.consistency import ConsistencyClassifier
+    import keras
+    import tensorflow as tf
+
+    from bilstm_cli.regularizers.rdrop import RDrop
 
     keras.utils.set_random_seed(1)
     model = _model(classes)
-    trainer = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
-    trainer.weight = 2.5
+    trainer = RDrop.around(model, None, 2.5)
     loss_name = "binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy"
     trainer.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss_name)
     ids, labels = _batch(count, classes)
@@ -100,19 +102,21 @@ def test_adversarial_and_consistency_together_are_refused():
         TrainingConfig(adversarial=0.2, consistency=1.0)
 
 
-@pytest.mark.parametrize(("clipnorm", "weight_decay", "ema", "kernel"), [
-    (0.05, 0.0, 0.0, True),   # the clip bites: the rows' norm is well above 0.05
-    (None, 0.1, 0.9, True),   # decoupled weight decay and the moving averages
-    (0.05, 0.1, 0.9, False),  # all of it against Keras' own Adam, without the kernel's ops
+@pytest.mark.parametrize(("clipnorm", "weight_decay", "kernel"), [
+    (0.05, 0.0, True),   # the clip bites: the rows' norm is well above 0.05
+    (None, 0.1, True),   # decoupled weight decay
+    (0.05, 0.1, False),  # both, with TensorFlow's segment sums instead of the kernel's ops
 ])
 def test_summed_rows_train_as_the_joined_rows_do(monkeypatch, fused_kernel, clipnorm,
-                                                 weight_decay, ema, kernel):
+                                                 weight_decay, kernel):
     """The embedding's gradient summed per half (optimizer.Adam.apply_row_sums) gives the steps
     that the halves' rows joined into one gradient give through apply_gradients: batches of 5,
     5 and 2 texts, a cosine schedule."""
-    from bilstm_cli import fused_lstm, optimizer
-    from bilstm_cli.backend import keras
-    from bilstm_cli.consistency import ConsistencyClassifier
+    import keras
+
+    from bilstm_cli.accel import kernel as fused_lstm
+    from bilstm_cli.accel import optimizer
+    from bilstm_cli.regularizers.rdrop import RDrop
 
     if kernel and not fused_kernel:
         pytest.skip("the fused kernel is not built on this machine")
@@ -133,11 +137,9 @@ def test_summed_rows_train_as_the_joined_rows_do(monkeypatch, fused_kernel, clip
         monkeypatch.setattr(optimizer.Adam, "takes_row_sums", lambda self: summed)
         keras.utils.set_random_seed(5)
         model = _model(2)
-        trainer = ConsistencyClassifier(model.inputs, model.outputs, name=model.name)
-        trainer.weight = 1.0
+        trainer = RDrop.around(model, None, 1.0)
         schedule = keras.optimizers.schedules.CosineDecay(0.05, decay_steps=6)
-        adam = optimizer.Adam(schedule, clipnorm=clipnorm, weight_decay=weight_decay or None,
-                              use_ema=bool(ema), ema_momentum=ema or 0.99)
+        adam = optimizer.Adam(schedule, clipnorm=clipnorm, weight_decay=weight_decay or None)
         trainer.compile(optimizer=adam, loss="binary_crossentropy")
         trainer.fit(ids, labels, batch_size=5, epochs=2, shuffle=False, verbose=0)
         slots = [np.array(v) for v in adam.variables]

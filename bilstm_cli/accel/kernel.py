@@ -15,17 +15,20 @@ Keras' own loop: the same numbers, only slower. BILSTM_FUSED_LSTM=0 turns the ke
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bilstm_cli.backend import keras, tf
+import keras
+import tensorflow as tf
+
 from bilstm_cli.data import download
 
 SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
@@ -230,3 +233,28 @@ class _Direction:
         return list(self.kernel_ops.bilstm_lstm_grad(
             recurrent_kernel, c0, lengths, h_prev, cells, gates, d_outputs, d_last,
             reverse=self.options["reverse"]))
+
+
+@contextlib.contextmanager
+def forgetting_custom_gradients() -> Iterator[None]:
+    """Unregister the gradient functions that `tf.custom_gradient` registers in this block.
+
+    Inside a tf.function every call of a custom-gradient function (this kernel's) registers its
+    gradient in TensorFlow's global registry under a new name, and nothing ever removes it. The
+    gradient closes over the traced graph, and the graph over the model's variables: a model
+    trained and dropped stayed in memory with its optimizer's slots (0.25 GB per IMDB ensemble
+    member, benchmarks/HISTORY.md). A registered gradient is only called while a function is
+    being traced, so the ones registered while a model trained can go once its training
+    functions are built. Private API: see the package docstring.
+    """
+    from tensorflow.python.framework import ops as framework_ops
+
+    registry = getattr(getattr(framework_ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry) if isinstance(registry, dict) else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            for name in [name for name in registry if name not in before
+                         and name.startswith("CustomGradient-")]:
+                del registry[name]

@@ -11,27 +11,25 @@ A batch is learned in two halves, each half's texts doubled: the same gradient a
 over the doubled batch, with the activations of one batch of the usual size in memory at a time,
 and the embedding's gradient summed per half into what Adam takes from it.
 Predicting is unchanged: the saved model is model.py's plain functional model.
+
+Rows summed per half need the accel package's Adam (training.kernel: fused); with Keras' Adam the
+halves' rows are joined, the same update for more memory.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from bilstm_cli import optimizer
-from bilstm_cli.adversarial import add_gradients
-from bilstm_cli.backend import keras, tf
+import keras
+import tensorflow as tf
+
+from bilstm_cli.regularizers.base import Regularizer, add_gradients
 
 
-@keras.saving.register_keras_serializable(package="bilstm")
-class ConsistencyClassifier(keras.Model):
-    """`ConsistencyClassifier(model.inputs, model.outputs, name=model.name)`: `model`'s layers,
-    trained with R-Drop; set `weight` before compiling."""
-
-    weight = 0.0
+class RDrop(Regularizer):
+    """`model`'s layers, trained with R-Drop; `strength` is the divergence's weight."""
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        if not self.weight:
-            return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_weights
         count = tf.shape(x)[0]
@@ -44,9 +42,10 @@ class ConsistencyClassifier(keras.Model):
 
         # The embedding's gradient is a row per token of both passes; joined over the halves
         # those rows are the run's largest tensor. Adam needs only their sums and their squares'
-        # sums per table row, so each half's rows are summed as soon as they are made.
-        summed_rows = isinstance(self.optimizer, optimizer.Adam) \
-            and self.optimizer.takes_row_sums()
+        # sums per table row: the accel package's Adam takes them, and each half's rows are then
+        # summed as soon as they are made.
+        table_row_sums = getattr(self.optimizer, "table_row_sums", None)
+        summed_rows = table_row_sums is not None and self.optimizer.takes_row_sums()
         total_gradients: list[Any] | None = None
         cross_entropy_sum = tf.constant(0.0)
         first_predictions = []
@@ -68,12 +67,11 @@ class ConsistencyClassifier(keras.Model):
                 # WEIGHT x the mean of half the symmetric KL over its texts; each half adds its
                 # share, so the two gradients add up to the batch's.
                 loss = share * (cross_entropy / (2.0 * texts)
-                                + self.weight * 0.5 * divergence / texts)
+                                + self.strength * 0.5 * divergence / texts)
                 scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
             gradients = tape.gradient(scaled_loss, variables)
             if summed_rows:
-                gradients = [RowSums(*optimizer.row_sums(g, tf.shape(v)[0]))
-                             if optimizer.is_table_gradient(g, v) else g
+                gradients = [_row_sums_or_gradient(table_row_sums(g, v), g)
                              for g, v in zip(gradients, variables)]
             total_gradients = gradients if total_gradients is None else [
                 _add(a, b) for a, b in zip(total_gradients, gradients)]
@@ -92,17 +90,21 @@ class ConsistencyClassifier(keras.Model):
                 others.append((gradient, variable))
         self.optimizer.apply_gradients(others)  # counts the step: after apply_row_sums
         # The reported loss is the cross-entropy alone: the same loss as validation's.
-        self._loss_tracker.update_state(cross_entropy_sum / (2.0 * texts), sample_weight=count)
+        self.record_loss(cross_entropy_sum / (2.0 * texts), count)
         y_pred = tf.concat([first_predictions[0], first_predictions[1][middle - second_start:]],
                            0)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 class RowSums(NamedTuple):
-    """A sparse gradient as Adam uses it (optimizer.row_sums)."""
+    """A sparse gradient as Adam uses it (accel/optimizer.py: table_row_sums)."""
 
     sums: Any
     square_sums: Any
+
+
+def _row_sums_or_gradient(sums: tuple[Any, Any] | None, gradient: Any) -> Any:
+    return gradient if sums is None else RowSums(*sums)
 
 
 def _add(a: Any, b: Any) -> Any:

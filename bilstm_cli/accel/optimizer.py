@@ -8,22 +8,16 @@ sum, single-threaded, about 10% of a BiLSTM training step on this tool's CPU. Th
 scatter op does both in one pass over the rows, on all of the op's threads, and gives the same
 numbers bit for bit; everything else is Keras' Adam as it is. `apply_row_sums` takes the two
 sums instead of the rows, for a gradient gathered in parts (R-Drop's two halves of a batch).
-
-With `use_ema` (training.ema_momentum) the optimizer also keeps Keras' moving average of every
-trainable weight. Keras' fit copies the averages into the model at the end of every `fit` call;
-the training loop here calls `fit` once per epoch, so this Adam leaves that to `AveragedWeights`,
-which puts them in only while validating and saving.
 """
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
-import numpy as np
+import keras
+import tensorflow as tf
 
-from bilstm_cli import fused_lstm
-from bilstm_cli.backend import keras, tf
+from bilstm_cli.accel import kernel
 
 ops = keras.ops
 
@@ -32,11 +26,8 @@ ops = keras.ops
 class Adam(keras.optimizers.Adam):
     """keras.optimizers.Adam (same arguments, variables and results), faster on embeddings."""
 
-    def finalize_variable_values(self, var_list: Any) -> None:
-        """Training goes on after `fit` returns (one call per epoch): keep the trained weights."""
-
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if (fused_lstm.ops() is None or self.amsgrad or not is_table_gradient(gradient, variable)
+        if (kernel.ops() is None or self.amsgrad or not is_table_gradient(gradient, variable)
                 or tf.config.list_logical_devices("GPU")):
             return super().update_step(gradient, variable, learning_rate)
         sums, square_sums = row_sums(gradient, tf.shape(variable)[0])
@@ -48,6 +39,14 @@ class Adam(keras.optimizers.Adam):
         return not (self.amsgrad or self.global_clipnorm or self.clipvalue
                     or self.gradient_accumulation_steps or self.loss_scale_factor is not None
                     or tf.distribute.has_strategy())
+
+    def table_row_sums(self, gradient: Any, variable: Any) -> tuple[Any, Any] | None:
+        """`row_sums` of an embedding's sparse gradient when `apply_row_sums` can take them in
+        place of the gradient (R-Drop sums each half's rows as soon as they are made); None for
+        any other gradient, or where this optimizer's settings need the rows themselves."""
+        if not self.takes_row_sums() or not is_table_gradient(gradient, variable):
+            return None
+        return row_sums(gradient, tf.shape(variable)[0])
 
     def apply_row_sums(self, sums: Any, square_sums: Any, variable: Any) -> None:
         """This step's update of an embedding from its gradient's rows summed per table row and
@@ -98,34 +97,10 @@ def row_sums(gradient: Any, rows: Any) -> tuple[Any, Any]:
     segment sums."""
     values = tf.cast(gradient.values, tf.float32)
     indices = tf.cast(gradient.indices, tf.int32)
-    kernel_ops = fused_lstm.ops()
+    kernel_ops = kernel.ops()
     if kernel_ops is not None and not tf.config.list_logical_devices("GPU"):
         sums, square_sums = kernel_ops.bilstm_scatter_add_rows(values, indices, rows,
                                                                squares=True)
         return sums, square_sums
     return (tf.math.unsorted_segment_sum(values, indices, rows),
             tf.math.unsorted_segment_sum(tf.square(values), indices, rows))
-
-
-class AveragedWeights:
-    """While inside, the model's trainable weights are the optimizer's moving averages; on the
-    way out the trained weights come back and the averages stay as they were."""
-
-    def __init__(self, optimizer: keras.optimizers.Optimizer) -> None:
-        self.pairs = list(zip(optimizer._trainable_variables,
-                              optimizer._model_variables_moving_average, strict=True))
-        self.trained: list[np.ndarray] | None = None
-
-    def __enter__(self) -> AveragedWeights:
-        if self.trained is None:  # not already inside
-            self.trained = [variable.numpy() for variable, _ in self.pairs]
-            for variable, average in self.pairs:
-                variable.assign(average)
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if self.trained is not None:
-            for (variable, _), value in zip(self.pairs, self.trained, strict=True):
-                variable.assign(value)
-            self.trained = None

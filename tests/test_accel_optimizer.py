@@ -7,7 +7,7 @@ import pytest
 
 
 def _train(optimizer, ids, labels, steps: int) -> list[np.ndarray]:
-    from bilstm_cli.backend import keras
+    import keras
 
     keras.utils.set_random_seed(7)
     model = keras.Sequential([
@@ -25,8 +25,10 @@ def _train(optimizer, ids, labels, steps: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("options", [{}, {"clipnorm": 0.01, "weight_decay": 0.1}])
 def test_adam_trains_an_embedding_exactly_as_keras_adam(fused_kernel, monkeypatch, options):
-    from bilstm_cli import fused_lstm, optimizer
-    from bilstm_cli.backend import keras
+    import keras
+
+    from bilstm_cli.accel import kernel as fused_lstm
+    from bilstm_cli.accel import optimizer
 
     if not fused_kernel:
         pytest.skip("the fused LSTM kernel could not be built here (no C++ compiler?)")
@@ -52,8 +54,9 @@ def test_adam_trains_an_embedding_exactly_as_keras_adam(fused_kernel, monkeypatc
 
 
 def test_adam_is_saved_and_loaded_with_the_model(tmp_path):
-    from bilstm_cli import optimizer
-    from bilstm_cli.backend import keras
+    import keras
+
+    from bilstm_cli.accel import optimizer
 
     model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])
     model.compile(optimizer=optimizer.Adam(0.01, clipnorm=1.0), loss="mse")
@@ -68,8 +71,9 @@ def test_adam_is_saved_and_loaded_with_the_model(tmp_path):
 
 def test_cosine_schedule_falls_to_zero_over_all_epochs_and_is_saved(tmp_path):
     """`training.lr_schedule: cosine` follows Keras' step counter, which checkpoints keep."""
-    from bilstm_cli import optimizer
-    from bilstm_cli.backend import keras
+    import keras
+
+    from bilstm_cli.accel import optimizer
     from bilstm_cli.config import TrainingConfig
     from bilstm_cli.train import _learning_rate
 
@@ -87,35 +91,3 @@ def test_cosine_schedule_falls_to_zero_over_all_epochs_and_is_saved(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "model.keras").optimizer
     assert int(loaded.iterations) == 5
     np.testing.assert_allclose(float(loaded.learning_rate), 0.05, rtol=1e-6)
-
-
-def test_averaged_weights_are_the_moving_average_and_training_keeps_its_own():
-    """`training.ema_momentum`: fit leaves the trained weights in the model (the loop calls fit
-    once per epoch), and AveragedWeights puts in exactly the average of the steps, then takes
-    it out again."""
-    from bilstm_cli import optimizer
-    from bilstm_cli.backend import keras
-
-    keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(2),
-                              keras.layers.Dense(1)])
-    model.compile(optimizer=optimizer.Adam(0.1, use_ema=True, ema_momentum=0.6), loss="mse")
-    x = np.arange(12, dtype="float32").reshape(4, 3) / 10
-    y = np.array([[1.0], [0.0], [1.0], [0.5]], dtype="float32")
-    expected: list[np.ndarray] | None = None
-    for _ in range(3):
-        model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
-        step = [np.array(v) for v in model.trainable_variables]
-        # Keras' average: the first step's weights, then 0.6 x average + 0.4 x weights.
-        expected = step if expected is None else [0.6 * e + 0.4 * s
-                                                  for e, s in zip(expected, step, strict=True)]
-    trained = [np.array(v) for v in model.trainable_variables]
-    assert not np.allclose(trained[0], expected[0])
-    with optimizer.AveragedWeights(model.optimizer):
-        for variable, average in zip(model.trainable_variables, expected, strict=True):
-            np.testing.assert_allclose(np.array(variable), average, rtol=1e-5)
-    for variable, value in zip(model.trainable_variables, trained, strict=True):
-        np.testing.assert_array_equal(np.array(variable), value)
-    for average, value in zip(model.optimizer._model_variables_moving_average, expected,
-                              strict=True):
-        np.testing.assert_allclose(np.array(average), value, rtol=1e-5)
