@@ -165,7 +165,7 @@ def train(
         base = resolve_config_path(config) if config or resume is None else (
             resume_config_path(resume))
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
-                          SHORTCUT_OPTIONS)
+                          SHORTCUT_OPTIONS, warn=ui.warn)
         continuing = False
         if resume is not None and not dry_run:
             continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
