@@ -311,6 +311,22 @@ def test_a_field_of_too_many_lines_is_a_bad_row(tmp_path):
                                  "spans at most 100): a quote that is never closed?"]
 
 
+def test_a_stray_quote_in_one_line_and_json_too_deep_or_too_long_are_bad_rows(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\n"the "best" film",pos\nfine,neg\n')
+    problems = BadRows(str(path), "skip")
+    assert [(n, t) for n, t, _ in read_rows(str(path), bad_rows=problems)] == [(3, "fine")]
+    assert problems.messages == [f"{path}:2: a quote inside a quoted field is neither doubled "
+                                 'nor followed by the delimiter; double it (""), or remove it']
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + ', "label": "a"}\n'
+                     '{"text": "x", "label": ' + "1" * 5000 + '}\n{"text": "ok", "label": "b"}\n')
+    problems = BadRows(str(jsonl), "skip")
+    assert [(n, t) for n, t, _ in read_rows(str(jsonl), bad_rows=problems)] == [(3, "ok")]
+    assert problems.messages[0] == f"{jsonl}:1: not valid JSON (nested too deeply)"
+    assert problems.messages[1].startswith(f"{jsonl}:2: not valid JSON (Exceeds the limit")
+
+
 # 10. Control characters in labels.
 
 @pytest.mark.parametrize("name, content, line", [
