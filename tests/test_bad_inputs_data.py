@@ -14,8 +14,7 @@ import pytest
 from conftest import run_cli, toy_examples, write_tsv
 
 from bilstm_cli.config import DataConfig, load_config, parse_override
-from bilstm_cli.data import load_splits, read_labelled, summarize
-from bilstm_cli.data import download
+from bilstm_cli.data import download, load_splits, read_labelled, summarize
 from bilstm_cli.data.builtin import load_builtin
 from bilstm_cli.data.readers import BadRows, read_rows
 from bilstm_cli.errors import UserError
