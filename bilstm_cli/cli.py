@@ -165,7 +165,7 @@ def train(
         base = resolve_config_path(config) if config or resume is None else (
             resume_config_path(resume))
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
-                          SHORTCUT_OPTIONS)
+                          SHORTCUT_OPTIONS, warn=ui.warn)
         continuing = False
         if resume is not None and not dry_run:
             continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
@@ -479,7 +479,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("list")
 def data_list() -> None:
     """Show the built-in data sets, whether each is here (and where), or where it comes from."""
-    from bilstm_cli.data.download import BUILTIN, cache_dir, locate, url_for
+    from bilstm_cli.data.download import BUILTIN, cache_dir, locate, url_for, verify_archive
 
     rows = []
     for name, info in BUILTIN.items():
@@ -487,9 +487,15 @@ def data_list() -> None:
         if found is None:
             rows.append((name, "not downloaded", f"{url_for(name)} -> {cache_dir()}",
                          info.description))
-        else:
-            where = "BILSTM_DATA_DIR" if found.where == "data dir" else "cache"
-            rows.append((name, f"available ({where})", str(found.path), info.description))
+            continue
+        where = "BILSTM_DATA_DIR" if found.where == "data dir" else "cache"
+        status = f"available ({where})"
+        try:
+            verify_archive(name, found)
+        except UserError as exc:
+            ui.warn(str(exc))
+            status = f"unreadable ({where})"
+        rows.append((name, status, str(found.path), info.description))
     out = ui.stdout_console()
     table = ui.datasets_table(rows, out)
     if isinstance(table, str):
@@ -503,15 +509,21 @@ def data_get(
     name: Annotated[DatasetName, typer.Argument(help="The data set: imdb or sst2.")],
 ) -> None:
     """Download a built-in data set into the cache now (checksum verified); print its path."""
-    from bilstm_cli.data.download import check_layout, fetch, locate
+    from bilstm_cli.data.download import fetch, locate, verify_archive
 
     with user_errors():
         found = locate(name.value)
+        try:
+            if found is not None:
+                verify_archive(name.value, found)
+        except UserError as exc:
+            if found is None or found.where == "data dir":
+                raise  # the user's own file: theirs to replace
+            ui.warn(f"{exc}: downloading it again")
+            found = None
         if found is None:
             path = fetch(name.value)
         else:
-            if found.where == "data dir":
-                check_layout(name.value, found.path)
             ui.info(f"{name.value}: already here")
             path = found.path
     sys.stdout.write(f"{path}\n")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import unicodedata
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -69,6 +71,11 @@ class DataConfig(Section):
             labels = [str(label).strip() for label in labels]
             if "" in labels:
                 raise ValueError("a label is empty")
+            for label in labels:
+                control = next((ch for ch in label if unicodedata.category(ch) == "Cc"), None)
+                if control is not None:
+                    raise ValueError(f"label {label!r} holds a control character "
+                                     f"(U+{ord(control):04X}); remove it")
             if len(set(labels)) != len(labels):
                 raise ValueError(f"a label is listed twice ({', '.join(labels)})")
         return labels
@@ -226,16 +233,19 @@ def load_config(
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
     extra_names: dict[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Config:
     """Read a YAML config, apply `--set` overrides then the CLI shortcuts, and validate.
-    `extra_names`: the option that set each shortcut key, for error messages (`--epochs`)."""
+    `extra_names`: the option that set each shortcut key, for error messages (`--epochs`).
+    `warn`: called once per key given (in the file or on the command line) that has no effect
+    in the resulting config (`unused_settings`)."""
     raw: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     source = "<defaults>"
     if path is not None:
         config_path = Path(path)
         source = str(config_path)
-        raw, lines = _read_yaml(config_path)
+        raw, lines = read_yaml_mapping(config_path)
     merged = copy.deepcopy(raw)
     overridden: dict[tuple[str, ...], str] = {}  # key -> where the command line set it
     for item in overrides or []:
@@ -246,7 +256,11 @@ def load_config(
         keys = tuple(dotted.split("."))
         _set_path(merged, keys, value)
         overridden[keys] = (extra_names or {}).get(dotted, "command line")
-    return validate_config(merged, source=source, lines=lines, overridden=overridden)
+    config = validate_config(merged, source=source, lines=lines, overridden=overridden)
+    if warn is not None:
+        for message in unused_settings(config, _given_keys(merged)):
+            warn(message)
+    return config
 
 
 def validate_config(
@@ -289,14 +303,16 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
         raise UserError(
             f"--set {item!r}: the key must be section.key, e.g. --set training.epochs=3"
         )
+    # "-" (stdin, as in data.train=-) would be YAML for a list holding null.
+    if text.strip() == "-":
+        return keys, "-"
     try:
-        # "-" (stdin, as in data.train=-) would be YAML for a list holding null.
-        if text.strip() == "-":
-            value: Any = "-"
-        else:
-            value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise UserError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+        value = _parse_yaml(text)[1] if text.strip() else None
+    except DuplicateKeyError as exc:
+        raise UserError(f"--set {item!r}: the key {exc.key!r} is given twice: keep one") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        problem = getattr(exc, "problem", None) or "nested too deeply"
+        raise UserError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
     return keys, value
 
 
@@ -304,19 +320,64 @@ def config_to_yaml(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that gives one key twice (`units: 64` ... `units: 128`)."""
+
+    def __init__(self, key: Any, first: yaml.Node, second: yaml.Node) -> None:
+        super().__init__("while constructing a mapping", first.start_mark,
+                         f"found duplicate key {key!r}", second.start_mark)
+        self.key, self.first, self.second = key, first, second
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML's python tags stay refused) that also refuses a key given
+    twice in one mapping, where PyYAML would keep the last one silently. Keys brought in by a
+    merge (`<<: *base`) may be overridden, as YAML means them to be."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if earlier is not key_node:
+                raise DuplicateKeyError(key, earlier, key_node)
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (for line numbers) and its value, by ConfigLoader."""
+    loader = ConfigLoader(text)
     try:
-        text = path.read_text(encoding="utf-8")
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
+def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """The mapping in a YAML config file (the user's, or a run's config.yaml) and the line of
+    each key path. One UserError naming the file (and the line) when it cannot be read, is not
+    UTF-8 text or not YAML, gives a key twice, or is not a mapping."""
+    try:
+        data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(f"{where}: YAML syntax error: {problem}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}): a config is "
+            "a YAML text file; is it the right file?"
+        ) from None
+    try:
+        node, raw = _parse_yaml(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise UserError(_yaml_problem(exc, path, text)) from None
     if raw is None:
         return {}, {}
     if not isinstance(raw, dict):
@@ -326,12 +387,121 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     return raw, lines
 
 
+def _yaml_problem(exc: BaseException, path: Path, text: str) -> str:
+    """One line naming the file, the line and the problem."""
+    if isinstance(exc, RecursionError):
+        return f"{path}: nested too deeply to be a config (lists or mappings inside each other)"
+    if isinstance(exc, DuplicateKeyError):
+        first, second = exc.first.start_mark.line + 1, exc.second.start_mark.line + 1
+        dotted = ".".join(_key_path(_parse_nodes(text), exc.second) or [str(exc.key)])
+        return f"{path}:{second}: {dotted} is given twice (lines {first} and {second}): keep one"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        return (f"{path}:{line}:{column}: not YAML text: the character U+{exc.character:04X} is "
+                "not allowed in YAML; is it the right file?")
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{where}: YAML syntax error: {problem}"
+
+
+def _parse_nodes(text: str) -> yaml.Node | None:
+    """The node tree alone (it composes even where constructing fails)."""
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+def _key_path(node: yaml.Node | None, target: yaml.Node) -> list[str] | None:
+    """The keys leading to the key node at `target`'s position, e.g. ["model", "units"]."""
+    children: list[tuple[str, yaml.Node, yaml.Node | None]] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [(str(k.value), v, k) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(str(i), v, None) for i, v in enumerate(node.value)]
+    for name, child, key in children:
+        if key is not None and key.start_mark.index == target.start_mark.index:
+            return [name]
+        below = _key_path(child, target)
+        if below is not None:
+            return [name, *below]
+    return None
+
+
 def _collect_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             keys = prefix + (str(key_node.value),)
             out[keys] = key_node.start_mark.line + 1
             _collect_lines(value_node, keys, out)
+
+
+def _given_keys(raw: dict[str, Any]) -> set[tuple[str, ...]]:
+    """The (section, key) pairs a config file and the command line gave."""
+    return {(section, key) for section, keys in raw.items() if isinstance(keys, dict)
+            for key in keys}
+
+
+def unused_settings(config: Config, given: Collection[tuple[str, ...]]) -> list[str]:
+    """One line per key in `given`, set to other than its default, that has no effect in
+    `config` (merge_mode on a unidirectional model, ...): the key and why, in schema order."""
+    reasons = dict(_unused_data_settings(config.data))
+    if not config.model.bidirectional:
+        reasons[("model", "merge_mode")] = ("it merges the two directions of a bidirectional "
+                                            "LSTM, and model.bidirectional is false")
+    if config.model.embedding_init != "cooccurrence":
+        reasons[("model", "embedding_init_scale")] = (
+            f"it scales the co-occurrence vectors, and model.embedding_init is "
+            f"{config.model.embedding_init}")
+    defaults = Config()
+    messages = []
+    for section in Config.model_fields:
+        values, default = getattr(config, section), getattr(defaults, section)
+        for key in type(values).model_fields:
+            why = reasons.get((section, key))
+            if why and (section, key) in given and getattr(values, key) != getattr(default, key):
+                messages.append(f"{section}.{key} has no effect: {why}")
+    return messages
+
+
+def _unused_data_settings(data: DataConfig) -> dict[tuple[str, str], str]:
+    """The data keys that do nothing with this data: a built-in set's archive has its own
+    layout; columns, header and label prefix belong to some formats only."""
+    if data.dataset is not None:
+        why = f"data.dataset ({data.dataset}) is read from its own archive"
+        return {("data", key): why for key in ("format", "text_column", "label_column",
+                                               "header", "label_prefix", "on_bad_row")}
+    reasons: dict[tuple[str, str], str] = {}
+    if data.validation:
+        for key in ("validation_split", "validation_by"):
+            reasons[("data", key)] = "data.validation gives the validation set"
+    formats = _file_formats(data)
+    if formats is None:
+        return reasons
+    kinds = set(formats.values())
+    read_as = (f"{', '.join(formats)} {'is' if len(formats) == 1 else 'are'} read as "
+               f"{', '.join(sorted(kinds))}")
+    if not kinds & {"tsv", "csv", "jsonl", "parquet"}:
+        for key in ("text_column", "label_column"):
+            reasons[("data", key)] = (f"fastText files and class folders have no columns, and "
+                                      f"{read_as}")
+    if not kinds & {"tsv", "csv"}:
+        reasons[("data", "header")] = f"only tsv and csv files have a header row, and {read_as}"
+    if "fasttext" not in kinds:
+        reasons[("data", "label_prefix")] = (f"only fastText files have label prefixes, and "
+                                             f"{read_as}")
+    return reasons
+
+
+def _file_formats(data: DataConfig) -> dict[str, str] | None:
+    """{path: format} of the data files, or None where one's format cannot be told yet
+    (reading it will say why)."""
+    from bilstm_cli.data.readers import detect_format
+
+    paths = [p for p in (data.train, data.validation, data.test) if p]
+    try:
+        return {path: detect_format(path, data.format) for path in paths}
+    except UserError:
+        return None
 
 
 def _set_path(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:

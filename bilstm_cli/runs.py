@@ -153,16 +153,16 @@ def read_labels(run_dir: Path) -> list[str]:
 
 def run_data_section(run_dir: Path) -> dict[str, Any]:
     """The `data` section of the run's config.yaml ({} when the file is missing)."""
-    import yaml
+    from bilstm_cli.config import read_yaml_mapping
 
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return {}
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{path} cannot be read ({exc}): the run folder is damaged") from None
-    data = config.get("data") if isinstance(config, dict) else None
+        config, _ = read_yaml_mapping(path)
+    except UserError as exc:
+        raise UserError(f"{exc}; the run folder is damaged") from None
+    data = config.get("data")
     return data if isinstance(data, dict) else {}
 
 

@@ -16,8 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bilstm_cli import __version__
 from bilstm_cli.errors import UserError
 from bilstm_cli.interrupt import TrainingInterrupted
@@ -229,7 +227,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     record = read_json(run_dir / RUN_FILE)
     metrics = read_json(run_dir / METRICS_FILE) or {}
     config = _read_yaml(run_dir / CONFIG_FILE)
-    data, model, training = (config.get(k) or {} for k in ("data", "model", "training"))
+    data, model, training = (config.get(k) if isinstance(config.get(k), dict) else {}
+                             for k in ("data", "model", "training"))
     rows = _history(run_dir / HISTORY_FILE)
     monitor = training.get("monitor", "val_loss")
     best_row = max(rows, key=lambda r: -r[monitor] if monitor == "val_loss" else r[monitor],
@@ -288,9 +287,13 @@ def list_runs(folder: Path) -> list[dict[str, Any]]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as far as the listing needs it: {} when it is missing or damaged
+    (`train --resume` and `evaluate` say what is wrong with it)."""
+    from bilstm_cli.config import read_yaml_mapping
+
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        return read_yaml_mapping(path)[0] if path.is_file() else {}
+    except UserError:
         return {}
 
 

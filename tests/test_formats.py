@@ -65,13 +65,20 @@ def test_csv_quoted_newlines_crlf_bom_and_an_unclosed_quote(tmp_path):
     assert list(read_rows(str(path))) == [(2, 'one\r\ntwo "quoted"', "pos"), (4, "three", "neg")]
     broken = tmp_path / "broken.csv"
     broken.write_text('text,label\nfine,pos\n"never closed,neg\n')
-    with pytest.raises(UserError, match=r"broken.csv:3: expected 2 columns, found 1\n"):
+    with pytest.raises(UserError, match=r"broken.csv:3: a quote opened in this row is never "
+                                        r"closed \(it runs to the end of the file, line 3\)"):
         rows(broken)
     swallowed = tmp_path / "swallowed.csv"
     swallowed.write_text('text,label\nfine,pos\n"never closed,neg\nmore,pos\nlast,neg\n')
-    with pytest.raises(UserError, match=r"swallowed.csv:3: expected 2 columns, found 1 \(lines "
-                                        r"3-5 read as one row: a quote that is never closed\?\)"):
+    with pytest.raises(UserError, match=r"1 bad row\(s\) in .*\n.*swallowed.csv:3: a quote "
+                                        r"opened in this row is never closed \(it runs to the "
+                                        r"end of the file, line 5\)"):
         rows(swallowed)
+    widened = tmp_path / "widened.csv"  # a quoted field over two lines, one column too many
+    widened.write_text('text,label\n"two\nlines",pos,extra\nfine,neg\n')
+    with pytest.raises(UserError, match=r"widened.csv:2: expected 2 columns, found 3 \(lines "
+                                        r"2-3 read as one row: a quote that is never closed\?\)"):
+        rows(widened)
 
 
 def test_a_carriage_return_inside_a_tsv_row_loses_only_that_row(tmp_path):

@@ -6,14 +6,22 @@ Finding or downloading the archives is `download.py`'s job; this module reads th
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 import tarfile
 import zipfile
-import zlib
 from pathlib import Path
 
-from bilstm_cli.data.download import BUILTIN, Progress, ensure_archive, search_dirs
+from bilstm_cli.data.download import (
+    ARCHIVE_ERRORS,
+    BUILTIN,
+    Progress,
+    ensure_archive,
+    read_member,
+    search_dirs,
+    unreadable,
+)
 from bilstm_cli.errors import UserError
 
 __all__ = ["BUILTIN", "find_archive", "load_builtin", "search_dirs"]
@@ -36,25 +44,27 @@ def load_builtin(
     path = find_archive(name, progress)
     try:
         return _load_imdb(path) if name == "imdb" else _load_sst2(path)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error,
-            UnicodeDecodeError) as exc:
-        raise UserError(
-            f"{path}: cannot read the {name} archive ({exc}); is it complete?"
-        ) from None
+    except (*ARCHIVE_ERRORS, UnicodeDecodeError) as exc:
+        raise unreadable(name, path, exc) from None
 
 
 def _load_imdb(path: Path) -> dict[str, tuple[list[str], list[str]]]:
     splits: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
-    with tarfile.open(path, mode="r:gz") as archive:
-        for member in archive:
-            match = _IMDB_MEMBER.match(member.name)
-            if not match or not member.isfile():
-                continue  # train/unsup, *.feat, urls_*.txt, README, folders
-            handle = archive.extractfile(member)
-            assert handle is not None
-            texts, labels = splits[match.group(1)]
-            texts.append(handle.read().decode("utf-8"))
-            labels.append(LABEL_NAMES[match.group(2)])
+    with gzip.open(path, "rb") as stream:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for member in archive:
+                match = _IMDB_MEMBER.match(member.name)
+                if not match or not member.isfile():
+                    continue  # train/unsup, *.feat, urls_*.txt, README, folders
+                handle = archive.extractfile(member)
+                assert handle is not None
+                texts, labels = splits[match.group(1)]
+                texts.append(handle.read().decode("utf-8"))
+                labels.append(LABEL_NAMES[match.group(2)])
+        # To the end of the gzip stream, past the tar's end marker: its checksum is there,
+        # and a file damaged inside a review is caught by it alone.
+        while stream.read(1 << 20):
+            pass
     for split, (_, labels) in splits.items():
         missing = sorted({"positive", "negative"} - set(labels))
         if missing:
@@ -70,10 +80,9 @@ def _load_sst2(path: Path) -> dict[str, tuple[list[str], list[str]]]:
     splits = {}
     with zipfile.ZipFile(path) as archive:
         for split, member in (("train", "SST-2/train.tsv"), ("test", "SST-2/dev.tsv")):
-            try:
-                raw = archive.read(member)
-            except KeyError:
-                raise UserError(f"{path}: {member} is missing from the archive") from None
+            if member not in archive.namelist():
+                raise UserError(f"{path}: {member} is missing from the archive")
+            raw = read_member(archive, path, "sst2", member)
             reader = csv.reader(io.StringIO(raw.decode("utf-8")), delimiter="\t",
                                 quoting=csv.QUOTE_NONE)
             header = next(reader, [])

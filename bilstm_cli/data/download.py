@@ -13,6 +13,7 @@ or the tests' local HTTP server. The checksum stays the published one.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tarfile
@@ -21,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -217,6 +219,73 @@ def _missing_message(name: str, why: str) -> str:
     )
 
 
+# What reading a damaged archive raises: gzip's BadGzipFile is an OSError, a cut gzip stream an
+# EOFError, bad deflate data a zlib.error.
+ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile)
+
+ZIP_METHODS = {9: "Deflate64", 6: "Implode", 98: "PPMd", 95: "XZ", 93: "Zstandard"}
+
+
+def unreadable(name: str, path: Path, exc: BaseException) -> UserError:
+    """A damaged archive: which file, what failed, and how to get a good one."""
+    return UserError(
+        f"{path}: cannot read the {name} archive ({exc}); is it complete? Replace it with the "
+        f"file from {url_for(name)}, or delete it and run `bilstm data get {name}`"
+    )
+
+
+def read_member(archive: zipfile.ZipFile, path: Path, name: str, member: str) -> bytes:
+    """A zip member's bytes (its CRC checked); a member Python's zipfile cannot decompress or
+    decrypt is one clear error, not a NotImplementedError or RuntimeError."""
+    info = archive.getinfo(member)
+    method = ZIP_METHODS.get(info.compress_type, "unknown")
+    try:
+        return archive.read(info)
+    except NotImplementedError:
+        raise UserError(
+            f"{path}: {member} is compressed with a method Python cannot read ({method}, "
+            f"method {info.compress_type}); repack the archive with plain Deflate (unzip it, "
+            f"then `zip -r {path.name} SST-2`), or delete it and run `bilstm data get {name}`"
+        ) from None
+    except RuntimeError:  # zipfile: "File ... is encrypted, password required"
+        raise UserError(
+            f"{path}: {member} is encrypted; use an archive without a password (the file from "
+            f"{url_for(name)})"
+        ) from None
+
+
+def verify_archive(name: str, found: Located) -> None:
+    """That an archive already here can be read. A downloaded one (cache) must still have its
+    published checksum; a user's (data dir) needs none, but must have the layout the loader
+    reads, and every byte of it must decompress."""
+    path = found.path
+    if found.where == "cache":
+        algorithm, wanted = BUILTIN[name].checksum
+        digest = hashlib.new(algorithm)
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise unreadable(name, path, exc) from None
+        if digest.hexdigest() != wanted:
+            raise UserError(f"{path}: the cached {name} archive is damaged (its "
+                            f"{algorithm.upper()} is {digest.hexdigest()}, expected {wanted})")
+        return
+    check_layout(name, path)
+    try:
+        if name == "sst2":
+            with zipfile.ZipFile(path) as archive:
+                for member in ("SST-2/train.tsv", "SST-2/dev.tsv"):
+                    read_member(archive, path, name, member)
+        else:
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 20):
+                    pass
+    except ARCHIVE_ERRORS as exc:
+        raise unreadable(name, path, exc) from None
+
+
 def check_layout(name: str, path: Path) -> None:
     """A user-placed archive needs no checksum, but it must hold the files the loader reads."""
     try:
@@ -226,9 +295,8 @@ def check_layout(name: str, path: Path) -> None:
             missing = [m for m in ("SST-2/train.tsv", "SST-2/dev.tsv") if m not in names]
         else:
             missing = _imdb_missing_folders(path)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: cannot read the {name} archive ({exc}); is it complete?"
-                        ) from None
+    except ARCHIVE_ERRORS as exc:
+        raise unreadable(name, path, exc) from None
     if missing:
         raise UserError(
             f"{path} does not have the layout of {BUILTIN[name].filename}: "

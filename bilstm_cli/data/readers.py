@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -122,9 +123,9 @@ def read_rows(
         rows = _line_rows(path, kind, text_column, label_column, header, label_prefix, problems)
     allowed = set(labels) if labels is not None and want_label else None
     for where, text, label in rows:
-        if want_label and any(ch in label for ch in "\t\r\n"):
-            problems.add(where, f"label {label!r} holds a tab or a line break, which would break "
-                                "predict's one-line-per-text output")
+        problem = _label_problem(label) if want_label else None
+        if problem:
+            problems.add(where, problem)
             continue
         if allowed is not None and label not in allowed:
             problems.add(where, f"label {label!r} is not one of data.labels "
@@ -132,6 +133,22 @@ def read_rows(
             continue
         yield where, text, label
     problems.finish()
+
+
+def _label_problem(label: str) -> str | None:
+    """Why a label cannot be a class name: a control character (a NUL, an escape) would make a
+    class of its own that no one typed, a tab or line break would break predict's output."""
+    if any(ch in label for ch in "\t\r\n"):
+        return (f"label {label!r} holds a tab or a line break, which would break predict's "
+                "one-line-per-text output")
+    for ch in label:
+        category = unicodedata.category(ch)
+        if category == "Cc":
+            return (f"label {label!r} holds a control character (U+{ord(ch):04X}), which would "
+                    "make a class of its own; remove it")
+        if category == "Cs":  # a byte that is not UTF-8, kept by surrogateescape
+            return f"label {label!r} is not valid UTF-8"
+    return None
 
 
 def _line_rows(
@@ -195,6 +212,10 @@ def _jsonl_rows(
         except json.JSONDecodeError as exc:
             problems.add(number, f"not valid JSON ({exc.msg})")
             continue
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number; [[[[...]]]]
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            problems.add(number, f"not valid JSON ({why})")
+            continue
         if not isinstance(record, dict):
             problems.add(number, "expected a JSON object per line")
             continue
@@ -249,6 +270,27 @@ def _fasttext_rows(
             yield number, rest, found[0] if found else ""
 
 
+class _RowLines:
+    """Physical lines for csv.reader that remember those of the row being read, so that a row
+    broken by a quote can be reported by its first line and read again from its second."""
+
+    def __init__(self, lines: Iterable[tuple[int, str]]) -> None:
+        self.source = iter(lines)
+        self.again: list[tuple[int, str]] = []  # lines to give once more, last first
+        self.row: list[tuple[int, str]] = []  # (number, line) of the row being read
+
+    def __iter__(self) -> _RowLines:
+        return self
+
+    def __next__(self) -> str:
+        item = self.again.pop() if self.again else next(self.source)
+        self.row.append(item)
+        return item[1]
+
+    def read_again(self, lines: list[tuple[int, str]]) -> None:
+        self.again.extend(reversed(lines))
+
+
 def _table_rows(
     lines: Iterable[tuple[int, str]],
     kind: str,
@@ -264,15 +306,10 @@ def _table_rows(
             f"{problems.path}: columns are given by name but data.header is false; give column "
             f"indexes (e.g. data.text_column=0) or set data.header=true (evaluate: --header)"
         )
-    consumed = [0]  # physical lines read so far, to give each row its first line number
-
-    def physical() -> Iterator[str]:
-        for number, line in lines:
-            consumed[0] = number
-            yield line
-
-    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
-    reader = csv.reader(physical(), **dialect)
+    source = _RowLines(lines)
+    # strict: a quote inside a quoted field that is not doubled is an error, not text.
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"strict": True}
+    reader = csv.reader(source, **dialect)
     text_index = label_index = None
     width = None
     if has_header:
@@ -280,7 +317,7 @@ def _table_rows(
             names = next(reader, None)
         except csv.Error as exc:
             raise UserError(f"{problems.path}:1: cannot read the header row ({exc}); fix it "
-                            "(a stray carriage return?)") from None
+                            "(a stray carriage return, or a quote?)") from None
         if names is None:
             return
         names = [n.strip() for n in names]
@@ -293,24 +330,26 @@ def _table_rows(
     else:
         text_index = int(text_column)
         label_index = None if label_column is None else int(label_column)
-    start = consumed[0] + 1
     while True:
+        source.row = []
         try:
             row = next(reader)
         except StopIteration:
             break
-        except csv.Error as exc:  # e.g. a stray carriage return inside a line
-            problems.add(start, "a carriage return (\\r) inside the row: remove it"
-                         if "new-line" in str(exc) else f"cannot parse the row ({exc})")
-            start = consumed[0] + 1  # the reader goes on with the next line
+        except csv.Error as exc:
+            _broken_row(source, str(exc), problems)
             continue
-        number, start = start, consumed[0] + 1
+        number, last = source.row[0][0], source.row[-1][0]
         if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if last - number >= MAX_ROW_LINES:
+            problems.add(number, f"lines {number}-{last} read as one row ({last - number + 1} "
+                                 f"lines; a text spans at most {MAX_ROW_LINES}): a quote that "
+                                 "is never closed?")
             continue
         if width is None:
             width = len(row)
         if len(row) != width:
-            last = start - 1
             spans = f" (lines {number}-{last} read as one row: a quote that is never closed?)" \
                 if last > number else ""
             problems.add(number, f"expected {width} columns, found {len(row)}{spans}")
@@ -330,6 +369,31 @@ def _table_rows(
             problems.add(number, "missing label")
         else:
             yield number, text, label
+
+
+MAX_ROW_LINES = 100  # physical lines one row of text may span (in quotes); more: a lost quote
+
+
+def _broken_row(source: _RowLines, error: str, problems: BadRows) -> None:
+    """A row the csv reader gave up on: a bad row at its first line. When a quote opened there
+    ran over the lines after it, those lines are read again as rows of their own."""
+    taken = source.row
+    number, last = taken[0][0], taken[-1][0]
+    if "new-line" in error:  # a stray carriage return inside an unquoted field
+        problems.add(number, "a carriage return (\\r) inside the row: remove it")
+    elif "end of data" in error:
+        problems.add(number, f"a quote opened in this row is never closed (it runs to the end "
+                             f"of the file, line {last}); close it, or remove it")
+    elif "expected after" in error and last > number:
+        problems.add(number, f"a quote opened in this row is never closed (line {last} has a "
+                             "quote that neither closes a field nor is doubled); double a quote "
+                             'inside a quoted field (""), or remove it')
+    elif "expected after" in error:
+        problems.add(number, "a quote inside a quoted field is neither doubled nor followed by "
+                             'the delimiter; double it (""), or remove it')
+    else:
+        problems.add(number, f"cannot parse the row ({error})")
+    source.read_again(taken[1:])
 
 
 def _column_index(names: list[str], column: str | int, key: str, path: str) -> int:
@@ -372,11 +436,19 @@ def _folder_rows(path: str, labels: Collection[str] | None, problems: BadRows) -
             "each holding one .txt file per text (like aclImdb/train/pos, aclImdb/train/neg)"
         )
     for folder in folders:
-        names = sorted(f.name for f in _entries(folder) if f.is_file())
+        entries = _entries(folder)
+        names = sorted(f.name for f in entries if f.is_file())
         others = [n for n in names if not n.endswith(".txt")]
         if others:
             problems.notes.append(f"{folder.path}: {len(others)} file(s) not ending in .txt "
                                   "were not read")
+        inner = sum(1 for f in entries if f.is_dir() and not f.name.startswith("."))
+        if inner:
+            problems.notes.append(f"{folder.path}: {inner} sub-folder(s) inside a class folder "
+                                  "were not read")
+        if labels is None and len(others) == len(names):
+            problems.notes.append(f"{folder.path}: empty class folder (no .txt files), not "
+                                  "used as a label")
         for name in names:
             if not name.endswith(".txt"):
                 continue
