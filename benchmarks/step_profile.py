@@ -8,10 +8,10 @@ The model is `bilstm train`'s (model.build_model with the accel layers: TokenEmb
 RightPaddedLSTM with the fused kernel, last-state pooling, 64 units, 128-dim embeddings, the
 accel Adam with clipnorm 1.0) with its thread settings, on one batch of random ids of full
 length. --no-lookup: the embedding is Keras' own, so the kernel multiplies every token by the
-input kernel (the path before TokenEmbedding). --keras-adam: keras.optimizers.Adam, which sums
-the embedding's sparse gradient with TensorFlow's segment sums. Printed: the wall time per step, then the
-ops' own time per step summed over the executor threads (on 2 cores up to twice the wall time),
-largest first, grouped by op name with the layer path cut off.
+input kernel (the path before TokenEmbedding). --keras-adam: keras.optimizers.Adam, which
+sums the embedding's sparse gradient with TensorFlow's segment sums. Printed: the wall time per
+step, then the ops' own time per step summed over the executor threads (on 2 cores up to twice
+the wall time), largest first, grouped by op name with the layer path cut off.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,74 @@ def read_state(run_dir: Path) -> TrainingState | None:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the checkpoint {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise UserError(f"cannot read the checkpoint {path}: not a JSON object")
     fields = TrainingState.__dataclass_fields__
     return TrainingState(**{k: v for k, v in document.items() if k in fields})
+
+
+# What a complete `last` checkpoint's state.json holds, with the types they must have.
+_STATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": int, "epoch": int, "step": int, "steps_per_epoch": int, "history": list,
+    "numpy_random": list, "python_random": list, "best_epoch": int,
+}
+
+
+def last_problem(run_dir: Path) -> str | None:
+    """What is wrong with `checkpoints/last` (None: complete, or none written yet), read
+    without loading its arrays: its link, state.json's keys, and arrays.npz's checksums."""
+    last = checkpoint_dir(run_dir) / LAST
+    if not last.is_symlink() and not last.exists():
+        return None
+    if not last.exists():
+        return f"{last} points at {os.readlink(last)}, which does not exist"
+    for name in (STATE_FILE, ARRAYS_FILE):
+        if not (last / name).is_file():
+            return f"{name} is missing"
+    try:
+        document = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{STATE_FILE} cannot be read: {exc}"
+    if not isinstance(document, dict):
+        return f"{STATE_FILE} is not a JSON object"
+    wrong = [key for key, kind in _STATE_TYPES.items() if not isinstance(document.get(key), kind)]
+    if wrong:
+        return f"{STATE_FILE} lacks {', '.join(wrong)} (or they are not what they should be)"
+    try:
+        with zipfile.ZipFile(last / ARRAYS_FILE) as archive:
+            broken = archive.testzip()
+            has_random = "numpy_random/keys.npy" in archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"{ARRAYS_FILE} is not a complete NumPy archive ({exc})"
+    if broken is not None:
+        return f"{ARRAYS_FILE}: {broken} fails its checksum"
+    if not has_random:
+        return f"{ARRAYS_FILE} lacks the random state"
+    return None
+
+
+def check_last(run_dir: Path, run: Path) -> None:
+    """Refuse to resume from a damaged `checkpoints/last` of `run_dir` (the run `run`, or one
+    of its ensemble members), saying what is left; nothing in the run is changed."""
+    problem = last_problem(run_dir)
+    if problem is None:
+        return
+    from bilstm_cli.runcheck import check_keras_file
+
+    best = checkpoint_dir(run_dir) / BEST
+    left = ""
+    try:
+        info = json.loads((best / STATE_FILE).read_text(encoding="utf-8"))
+        check_keras_file(best / "model.keras")
+        if isinstance(info, dict):
+            left = (f" The best checkpoint (epoch {info.get('epoch')}) is intact: "
+                    f"{best / 'model.keras'}.")
+    except (OSError, ValueError, UserError):
+        pass
+    raise UserError(
+        f"cannot resume {run}: the last checkpoint {checkpoint_dir(run_dir) / LAST} is damaged "
+        f"({problem}); nothing was changed.{left} `bilstm train --resume {run} --force` trains "
+        "the folder again from the start (its checkpoints are replaced)")
 
 
 def load_last(run_dir: Path) -> Checkpoint | None:
@@ -204,7 +271,7 @@ def load_last(run_dir: Path) -> Checkpoint | None:
         with np.load(folder / ARRAYS_FILE) as npz:
             arrays = {key: npz[key] for key in npz.files}
         document = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"cannot read the checkpoint {folder}: {exc}") from None
     return Checkpoint(state, arrays, folder.resolve(), document)
 
@@ -306,9 +373,12 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def resume_config_path(run_dir: Path) -> Path:
     """The config.yaml `train --resume run_dir` starts from; a UserError if it has none."""
-    from bilstm_cli.runs import CONFIG_FILE
+    from bilstm_cli.runs import CONFIG_FILE, is_folder_of_runs, newest_hint
 
     path = run_dir / CONFIG_FILE
+    if run_dir.is_dir() and not path.is_file() and is_folder_of_runs(run_dir):
+        raise UserError(f"cannot resume {run_dir}: it is a folder of run folders, not a run; "
+                        f"give one of them{newest_hint(run_dir, ', e.g.')}")
     if not path.is_file():
         what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_FILE}"
         raise UserError(f"cannot resume {run_dir}: it {what} (give a run folder made by "
@@ -338,11 +408,9 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
                         "wait for it to end or stop it")
     if force:
         return False
-    try:
-        saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read {run_dir / CONFIG_FILE}: {exc}") from None
-    from bilstm_cli.config import Config, without_removed_keys
+    from bilstm_cli.config import Config, read_yaml_mapping, without_removed_keys
+
+    saved, _ = read_yaml_mapping(run_dir / CONFIG_FILE)  # a UserError naming the file
 
     differences = config_differences(without_removed_keys(saved), config,
                                      Config().model_dump(mode="json"))
@@ -353,10 +421,12 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
             f"the result (run's -> now):\n{listed}\nResume without these changes, or add "
             "--force to train this folder again from the start with the new config."
         )
+    members = member_dirs(run_dir)
+    for folder in (run_dir, *members):
+        check_last(folder, run_dir)
     state = read_state(run_dir)
     record = read_json(run_dir / RUN_FILE) or {}
     epochs = config["training"]["epochs"]
-    members = member_dirs(run_dir)
     if state is None and members:
         # An ensemble: each member resumes on its own (train._fit_members).
         states = [read_state(member) for member in members]

@@ -269,9 +269,9 @@ def export_model(model: Any, arch: Architecture, path: Path) -> Path:
 def export_run(run_dir: Path, output: Path | None = None) -> Path:
     """Load a run's `model.keras` (imports TensorFlow) and write `model.onnx` (or `output`)."""
     from bilstm_cli.model import architecture_of
-    from bilstm_cli.predict import load_keras_model
-    from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, read_config
+    from bilstm_cli.predict import load_run_model
+    from bilstm_cli.runs import ONNX_FILE, read_config
 
     config = read_config(run_dir)
-    model = load_keras_model(run_dir / MODEL_FILE)
+    model = load_run_model(run_dir)
     return export_model(model, architecture_of(model, config.model), output or run_dir / ONNX_FILE)

@@ -19,6 +19,7 @@ import numpy as np
 
 from bilstm_cli.errors import UserError
 from bilstm_cli.records import MISSING, json_field
+from bilstm_cli.runcheck import ModelShape, check_fits, check_keras_file, keras_shape, onnx_shape
 from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, RUN_FILE, TOKENIZER_FILE, read_labels
 from bilstm_cli.text import encode, length_batches, load_tokenizer, pad
 
@@ -33,15 +34,34 @@ def class_probabilities(outputs: Any, num_classes: int) -> np.ndarray:
 
 
 def load_keras_model(path: Path) -> Any:
-    """The run's Keras model (imports TensorFlow: several seconds on a cold start)."""
+    """The run's Keras model (imports TensorFlow: several seconds on a cold start). A damaged
+    file, or one holding code (a Lambda layer), is refused before TensorFlow is imported."""
     if not path.is_file():
         raise UserError(f"{path} is missing: the run folder has no Keras model")
+    check_keras_file(path)
     import keras
 
     import bilstm_cli.accel.layers  # noqa: F401 - registers the layers of runs saved before 12-05
     import bilstm_cli.model  # noqa: F401 - registers its layers (word dropout, the pooling)
 
-    return keras.saving.load_model(path, compile=False)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        # Keras says what it could not rebuild (an unknown layer, a weight that does not fit)
+        # in a message as long as the model's config: its first sentence is enough.
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise UserError(f"{path} cannot be loaded as a bilstm model ({why}): train again, or "
+                        "restore the run's own model.keras") from None
+
+
+def load_run_model(run_dir: Path) -> Any:
+    """The run's Keras model, refused unless it fits the run's labels.json and tokenizer.json
+    (for `export`, which has no Classifier)."""
+    model = load_keras_model(run_dir / MODEL_FILE)
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    check_fits(run_dir, keras_shape(model, run_dir / MODEL_FILE), read_labels(run_dir),
+               tokenizer.get_vocab_size())
+    return model
 
 
 class TensorFlowEngine:
@@ -51,10 +71,15 @@ class TensorFlowEngine:
     name = "tf"
 
     def __init__(self, model: Any) -> None:
+        self.path = Path(model) if isinstance(model, (str, Path)) else Path(MODEL_FILE)
+        # Loaded before model.py is imported: a damaged file is refused without TensorFlow.
+        self.model = load_keras_model(self.path) if isinstance(model, (str, Path)) else model
         from bilstm_cli.model import ensemble_members
 
-        self.model = load_keras_model(Path(model)) if isinstance(model, (str, Path)) else model
         self.members = ensemble_members(self.model)
+
+    def shape(self) -> ModelShape:
+        return keras_shape(self.model, self.path)
 
     def run(self, ids: np.ndarray) -> np.ndarray:
         if len(self.members) == 1:
@@ -88,6 +113,10 @@ class OnnxEngine:
             raise UserError(f"{path}: cannot load the ONNX model ({exc}); re-create it with "
                             f"`bilstm export {path.parent}`") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    def shape(self) -> ModelShape:
+        return onnx_shape(self.session, self.path)
 
     def run(self, ids: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: ids.astype(np.int32, copy=False)})[0]
@@ -141,6 +170,9 @@ class Classifier:
         self.tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
         self.labels = read_labels(run_dir)
         self.engine = make_engine(run_dir, engine) if isinstance(engine, str) else engine
+        shape = getattr(self.engine, "shape", None)  # a stand-in engine may not say
+        if callable(shape):
+            check_fits(run_dir, shape(), self.labels, self.tokenizer.get_vocab_size())
 
     def predict_ids(self, ids: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Probabilities (N, classes), in input order; batches group texts of similar length,

@@ -115,12 +115,20 @@ def resolve_model(path: str | None, default_dir: str = "runs") -> Path:
     if target.is_file():
         target = target.parent
     if not target.exists():
+        if target.is_symlink():
+            raise UserError(f"{target} points at {os.readlink(target)}, which does not exist "
+                            f"(deleted or moved?){newest_hint(target.parent)}")
         if path is None:
             raise UserError(
                 f"no trained model at {target}: train one with `bilstm train`, or give --model "
                 "RUN_FOLDER"
             )
         raise UserError(f"model not found: {target}")
+    if not target.is_dir():
+        raise UserError(f"{target} is not a run folder (give the folder `bilstm train` made)")
+    if not is_run_folder(target) and is_folder_of_runs(target):
+        raise UserError(f"{target} is a folder of run folders, not a run: give one of them"
+                        f"{newest_hint(target, ', e.g.')}")
     for needed in (TOKENIZER_FILE, LABELS_FILE):
         if not (target / needed).is_file():
             raise UserError(
@@ -128,6 +136,50 @@ def resolve_model(path: str | None, default_dir: str = "runs") -> Path:
                 "interrupted before it finished?)"
             )
     return target.resolve()
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder `bilstm train` made (finished or not): it has run.json or config.yaml."""
+    return (folder / RUN_FILE).is_file() or (folder / CONFIG_FILE).is_file()
+
+
+def is_folder_of_runs(folder: Path) -> bool:
+    """A folder holding run folders: a `latest` link, or a sub-folder that is a run."""
+    if (folder / LATEST).is_symlink():
+        return True
+    try:
+        return any(entry.is_dir() and is_run_folder(entry) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def newest_finished(folder: Path) -> Path | None:
+    """The most recently started finished run in a folder of runs."""
+    finished = []
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and is_run_folder(entry):
+            try:
+                record = json.loads((entry / RUN_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("state") == "finished":
+                finished.append((str(record.get("started") or ""), entry.name, entry))
+    return max(finished)[2] if finished else None
+
+
+def newest_hint(folder: Path, lead: str = ";") -> str:
+    """Where the newest runs are: `latest` (when it leads somewhere) and the newest finished."""
+    try:
+        newest = newest_finished(folder)
+    except OSError:
+        return ""
+    latest = folder / LATEST
+    parts = []
+    if latest.is_symlink() and latest.exists():
+        parts.append(f"{latest} (-> {os.readlink(latest)})")
+    if newest is not None:
+        parts.append(f"the newest finished run, {newest}")
+    return f"{lead} {' or '.join(parts)}" if parts else ""
 
 
 def member_dirs(run_dir: Path) -> list[Path]:
@@ -142,13 +194,20 @@ def member_dirs(run_dir: Path) -> list[Path]:
 def read_labels(run_dir: Path) -> list[str]:
     path = run_dir / LABELS_FILE
     try:
-        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
         raise UserError(f"{path} cannot be read ({exc}): the run folder is damaged; train "
                         "again, or restore the file") from None
-    if not isinstance(labels, list) or len(labels) < 2:
-        raise UserError(f"{path}: expected a list of two or more labels under \"labels\"")
-    return [str(label) for label in labels]
+    labels = document.get("labels") if isinstance(document, dict) else None
+    if not isinstance(labels, list) or len(labels) < 2 \
+            or not all(isinstance(label, str) for label in labels):
+        raise UserError(f"{path}: expected {{\"labels\": [two or more label names]}}: the run "
+                        "folder is damaged; train again, or restore the file")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise UserError(f"{path}: label(s) {', '.join(map(repr, repeated))} listed more than "
+                        "once: the run folder is damaged; train again, or restore the file")
+    return labels
 
 
 def run_data_section(run_dir: Path) -> dict[str, Any]:

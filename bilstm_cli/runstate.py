@@ -274,6 +274,9 @@ def list_runs(folder: Path) -> list[dict[str, Any]]:
         what = "is a file" if folder.exists() else "does not exist"
         raise UserError(f"no run folders: {folder} {what} (give the folder that holds run "
                         "folders, e.g. runs)")
+    if (folder / RUN_FILE).is_file() or (folder / CONFIG_FILE).is_file():
+        raise UserError(f"{folder} is a run folder, not a folder of runs: list the folder "
+                        f"that holds it (bilstm runs {folder.resolve().parent})")
     runs = [
         describe_run(entry) for entry in sorted(folder.iterdir())
         if entry.is_dir() and not entry.is_symlink() and entry.name != LATEST

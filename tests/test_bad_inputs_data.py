@@ -466,3 +466,14 @@ def test_an_empty_class_folder_is_noted_in_the_summary(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "train/meh: empty class folder (no .txt files), not used as a label" in result.stdout
     assert json.loads(json.dumps(summary))  # the summary stays JSON (data_summary.json)
+
+
+def test_resume_with_a_binary_run_config_is_one_clear_error(tmp_path):
+    """`train --resume RUN -c other.yaml`: the run's own config.yaml is read as any config."""
+    from bilstm_cli.checkpoint import check_resume
+    from bilstm_cli.config import Config
+    from bilstm_cli.errors import UserError
+
+    (tmp_path / "config.yaml").write_bytes(b"model:\n  units: \xff\xfe\x00\n")
+    with pytest.raises(UserError, match="config.yaml: not UTF-8 text"):
+        check_resume(tmp_path, Config().model_dump(mode="json"), force=False)
