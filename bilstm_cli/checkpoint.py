@@ -427,17 +427,11 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
     state = read_state(run_dir)
     record = read_json(run_dir / RUN_FILE) or {}
     epochs = config["training"]["epochs"]
-    if state is None and members:
-        # An ensemble: each member resumes on its own (train._fit_members).
-        states = [read_state(member) for member in members]
-        done = max((s.epoch for s in states if s is not None), default=0)
-        if done > epochs:
-            raise UserError(f"cannot resume {run_dir} with {epochs} epochs: a member has done "
-                            f"{done} already")
-        if record.get("state") == "finished" and not any(
-                s is not None and s.epoch < epochs and not s.stopped_early for s in states):
-            raise UserError(f"{run_dir} has already finished (all its ensemble members): "
-                            f"nothing to resume. {_longer(config)}")
+    if state is None and members:  # an ensemble: each member resumes on its own
+        from bilstm_cli import ensemble
+
+        ensemble.check_resume(run_dir, [read_state(member) for member in members], epochs,
+                              record.get("state") == "finished", _longer(config))
         return True
     if state is None:
         return False

@@ -189,7 +189,8 @@ def train(
         try:
             result = run_training(cfg, ui.info, run_dir=resume, command=command_line(),
                                   splits=splits, summary=summary, resume=continuing,
-                                  warn=ui.warn, tokenizer=tokenizer)
+                                  warn=ui.warn, tokenizer=tokenizer,
+                                  progress=ui.TrainingDisplay)
         except TrainingInterrupted as exc:
             _report_interruption(exc, resume)
             raise typer.Exit(exc.exit_code) from None

@@ -145,11 +145,11 @@ def _merge(graph: _Graph, states: str, axis: int, merge_mode: str | None, units:
 
 
 def specs_from_keras(model: Any, arch: Architecture) -> Iterator[ModelSpec]:
-    """One spec per member of an ensemble (`model.ensemble_model`: members averaged), or the
+    """One spec per member of an ensemble (`ensemble.average`: members averaged), or the
     model's own; made one at a time, so only one member's weights are copied out at once."""
-    from bilstm_cli.model import ensemble_members  # the model is Keras: TensorFlow is loaded
+    from bilstm_cli.ensemble import members_of
 
-    for member in ensemble_members(model):
+    for member in members_of(model):
         yield spec_from_keras(member, arch)
 
 

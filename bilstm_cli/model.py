@@ -18,6 +18,7 @@ import numpy as np
 from bilstm_cli import accel
 from bilstm_cli.architecture import EMBEDDING, OUTPUT, POOLING_LAYERS, Architecture, describe
 from bilstm_cli.config import ModelConfig
+from bilstm_cli.ensemble import members_of
 from bilstm_cli.errors import UserError
 from bilstm_cli.text import PAD_ID, UNK_ID
 from bilstm_cli.word_vectors import initial_table
@@ -154,7 +155,7 @@ def keras_copy(model: keras.Model, arch: Architecture) -> keras.Model:
 def architecture_of(model: keras.Model, config: ModelConfig) -> Architecture:
     """The architecture of a trained model of `config` (its run's): the vocabulary and the
     classes are read from its weights."""
-    member = ensemble_members(model)[0]
+    member = members_of(model)[0]
     try:
         vocab_size = member.get_layer(EMBEDDING).input_dim
         outputs = member.get_layer(OUTPUT).units
@@ -163,31 +164,10 @@ def architecture_of(model: keras.Model, config: ModelConfig) -> Architecture:
     return describe(config, vocab_size, 2 if outputs == 1 else outputs)
 
 
-def ensemble_model(members: list[keras.Model]) -> keras.Model:
-    """One model whose output is the mean of the members' probabilities (model.ensemble). It is
-    what an ensemble's model.keras holds, so predict, evaluate and export take it like any other
-    model. The members are renamed member_1, member_2, ... (a model's layer names must differ)."""
-    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    for index, member in enumerate(members):
-        member.name = f"member_{index + 1}"
-    outputs = layers.Average(name="average")([member(ids) for member in members])
-    return keras.Model(ids, outputs, name="ensemble")
-
-
-def ensemble_members(model: keras.Model) -> list[keras.Model]:
-    """The members of an `ensemble_model` (nested models and their Average, nothing else), or
-    [model] for a single one."""
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    others = [layer for layer in model.layers
-              if not isinstance(layer, (keras.Model, layers.InputLayer))]
-    is_ensemble = nested and len(others) == 1 and isinstance(others[0], layers.Average)
-    return nested if is_ensemble else [model]
-
-
 def lstm_parameter_count(model: keras.Model) -> int:
     """Parameters in the recurrent layers alone (a bidirectional stack has twice as many; an
     ensemble counts every member's)."""
     return sum(
-        layer.count_params() for member in ensemble_members(model) for layer in member.layers
+        layer.count_params() for member in members_of(model) for layer in member.layers
         if isinstance(layer, (layers.LSTM, layers.Bidirectional))
     )

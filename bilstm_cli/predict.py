@@ -74,9 +74,9 @@ class TensorFlowEngine:
         self.path = Path(model) if isinstance(model, (str, Path)) else Path(MODEL_FILE)
         # Loaded before model.py is imported: a damaged file is refused without TensorFlow.
         self.model = load_keras_model(self.path) if isinstance(model, (str, Path)) else model
-        from bilstm_cli.model import ensemble_members
+        from bilstm_cli.ensemble import members_of
 
-        self.members = ensemble_members(self.model)
+        self.members = members_of(self.model)
 
     def shape(self) -> ModelShape:
         return keras_shape(self.model, self.path)

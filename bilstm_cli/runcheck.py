@@ -68,9 +68,9 @@ def keras_shape(model: Any, path: Path) -> ModelShape:
     """A loaded Keras model's shape (an ensemble: every member's embedding)."""
     import keras
 
-    from bilstm_cli.model import ensemble_members
+    from bilstm_cli.ensemble import members_of
 
-    rows = [int(layer.input_dim) for member in ensemble_members(model)
+    rows = [int(layer.input_dim) for member in members_of(model)
             for layer in member.layers if isinstance(layer, keras.layers.Embedding)]
     output = tuple(model.outputs[0].shape)
     return ModelShape(path, int(output[-1]) if output[-1] is not None else None, rows,

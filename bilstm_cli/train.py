@@ -8,9 +8,10 @@ and metrics at the end. Only a finished run becomes `latest`.
 
 Training can stop at any moment and continue exactly where it was (checkpoint.py): the fit loop
 runs one `model.fit` call per epoch on that epoch's batches (minus those a mid-epoch checkpoint
-already did), and the EpochRecorder callback writes `checkpoints/last` after every epoch (and
-every `training.checkpoint_every` steps), stops cleanly on Ctrl-C/SIGTERM, and stops on a NaN
-loss before it can reach a checkpoint.
+already did), and the callbacks (callbacks.py, one job each) write `checkpoints/last` after
+every epoch (and every `training.checkpoint_every` steps), stop cleanly on Ctrl-C/SIGTERM, and
+stop on a NaN loss before it can reach a checkpoint. `progress` is the display they feed (the
+CLI's table; none from Python).
 """
 
 from __future__ import annotations
@@ -29,27 +30,22 @@ import numpy as np
 import tensorflow as tf
 from tokenizers import Tokenizer
 
-from bilstm_cli import accel, regularizers
+from bilstm_cli import accel, ensemble, regularizers
 from bilstm_cli.architecture import Architecture, describe
 from bilstm_cli.backend import configure_threads
+from bilstm_cli.callbacks import Progress, QuietProgress, callbacks
 from bilstm_cli.checkpoint import (
-    Checkpoint,
     TrainingState,
-    add_metric_state,
     load_last,
-    read_state,
     restore,
-    save_best,
-    save_last,
 )
 from bilstm_cli.config import Config, TrainingConfig, config_to_yaml, with_absolute_data_paths
-from bilstm_cli.console import TrainingDisplay
 from bilstm_cli.data import Splits, load_splits, summarize
 from bilstm_cli.data.splits import class_weights
 from bilstm_cli.errors import UserError
 from bilstm_cli.export import export_model
 from bilstm_cli.interrupt import StopSignals, TrainingInterrupted
-from bilstm_cli.model import build_model, ensemble_model, keras_copy
+from bilstm_cli.model import build_model, keras_copy
 from bilstm_cli.runs import (
     CONFIG_FILE,
     DATA_SUMMARY_FILE,
@@ -66,11 +62,13 @@ from bilstm_cli.runs import (
     write_json_atomic,
     write_text_atomic,
 )
-from bilstm_cli.runstate import RUN_FILE, RunLock, RunRecord, command_line, versions
+from bilstm_cli.runstate import RunLock, RunRecord, command_line, versions
 from bilstm_cli.text import encode, length_batches, pad, save_tokenizer, tokenizer_for
 from bilstm_cli.word_vectors import cooccurrence_vectors
 
 Log = Callable[[str], None]
+# Makes the display for a training of so many epochs: console.TrainingDisplay in the CLI.
+ProgressFactory = Callable[[int], Progress]
 
 
 @dataclass
@@ -130,6 +128,7 @@ def train(
     resume: bool = False,
     warn: Log | None = None,
     tokenizer: Tokenizer | None = None,
+    progress: ProgressFactory | None = None,
 ) -> TrainResult:
     """Train into `run_dir` (default: a new run folder). With `resume`, continue from its
     `checkpoints/last` (the caller has checked the config: checkpoint.check_resume); without, any
@@ -148,7 +147,7 @@ def train(
             versions(tf.__version__, keras.__version__))
         try:
             return _train_in_folder(config, log, run_dir, splits, summary, resume, stop,
-                                    record, tokenizer)
+                                    record, tokenizer, progress or QuietProgress)
         except BaseException as exc:
             record.end_for(exc)
             if isinstance(exc, TrainingInterrupted):
@@ -227,7 +226,8 @@ def _train_in_folder(
     resume: bool,
     stop: StopSignals,
     record: RunRecord,
-    tokenizer: Tokenizer | None = None,
+    tokenizer: Tokenizer | None,
+    progress: ProgressFactory,
 ) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
     kinds = accel.select(config.training.kernel, log)
@@ -243,9 +243,12 @@ def _train_in_folder(
         # The accel layers' custom gradients are released once a model's functions are built.
         with kinds.tracing():
             if config.model.ensemble > 1:
-                fits = _fit_members(config, log, run_dir, data, resume, stop, record)
+                fits = ensemble.fit_members(
+                    config, run_dir, resume, log,
+                    partial(_train_member, config, log, run_dir, data, stop, record, progress),
+                    partial(_keep_member, data))
             else:
-                fits = [_fit(config, log, run_dir, data, resume, stop, record)]
+                fits = [_fit(config, log, run_dir, data, resume, stop, record, progress)]
             stop.final_phase = True
             return _finish(config, log, run_dir, data, fits, stop, record)
     finally:
@@ -281,9 +284,9 @@ def _finish(config: Config, log: Log, run_dir: Path, data: Prepared, fits: list[
             stop: StopSignals, record: RunRecord) -> TrainResult:
     """The final phase: the run's model.keras (an ensemble's), model.onnx, the validation and
     test reports, run.json and `latest`. A signal stops it between steps."""
-    model = fits[0].model if len(fits) == 1 else ensemble_model([fit.model for fit in fits])
+    model = fits[0].model if len(fits) == 1 else ensemble.average([fit.model for fit in fits])
     if len(fits) > 1:  # a single model's model.keras is written at its best epoch
-        saved = ensemble_model([keras_copy(fit.model, data.arch) for fit in fits])
+        saved = ensemble.average([keras_copy(fit.model, data.arch) for fit in fits])
         write_atomic(run_dir / MODEL_FILE, lambda tmp: saved.save(tmp))
         del saved
     # Every model is built: the vectors' [vocab, dim] floats (41 MB for IMDB) need not be held
@@ -299,7 +302,9 @@ def _finish(config: Config, log: Log, run_dir: Path, data: Prepared, fits: list[
 
     classifier = Classifier(run_dir, TensorFlowEngine(model))
     splits = data.splits
-    metrics: dict[str, Any] = {**_summaries(fits),
+    summary = fits[0].summary if len(fits) == 1 else \
+        ensemble.summaries([fit.summary for fit in fits])
+    metrics: dict[str, Any] = {**summary,
                                "validation": evaluate_dataset(classifier, splits.validation)}
     stop.check("in the final phase, during the evaluation")
     metrics["test"] = evaluate_dataset(classifier, splits.test) \
@@ -319,84 +324,40 @@ def _finish(config: Config, log: Log, run_dir: Path, data: Prepared, fits: list[
     return TrainResult(run_dir, metrics)
 
 
-def _summaries(fits: list[Fit]) -> dict[str, Any]:
-    """metrics.json's account of the training: the one model's, or each member's and the
-    totals."""
-    if len(fits) == 1:
-        return fits[0].summary
-    members = [fit.summary for fit in fits]
-    return {
-        "members": members,
-        "monitor": members[0]["monitor"],
-        "training_seconds": sum(m["training_seconds"] for m in members),
-        "seconds_per_epoch": float(np.median([m["seconds_per_epoch"] for m in members])),
-        "examples_per_second": float(np.median([m["examples_per_second"] for m in members])),
-    }
+def _train_member(config: Config, log: Log, run_dir: Path, data: Prepared, stop: StopSignals,
+                  record: RunRecord, progress: ProgressFactory, member: Config, folder: Path,
+                  continuing: bool) -> Fit:
+    """One member of an ensemble, trained as an ordinary run in its own folder (ensemble.py)."""
+    # This session's command (a resumed record's first one is the original).
+    command = (record.data.get("resumed") or [record.data])[-1]["command"]
+    member_record = RunRecord.start(
+        folder, command, member.training.seed, member.training.deterministic, continuing,
+        record.data["machine"], record.data["versions"])
+    try:
+        if not continuing:
+            _start_over(folder)
+        _write_run_files(folder, member, data, data.summary)
+        fit = _fit(member, log, folder, data, continuing, stop, member_record, progress)
+        export_model(fit.model, data.arch, folder / ONNX_FILE)  # a member predicts on its own
+        write_json_atomic(folder / METRICS_FILE, fit.summary)
+    except BaseException as exc:
+        member_record.end_for(exc)
+        if isinstance(exc, TrainingInterrupted):
+            exc.member_dir = folder
+        raise
+    member_record.end("finished", epochs_done=fit.summary["epochs_run"],
+                      best_epoch=fit.summary["best_epoch"],
+                      stopped_early=fit.summary["stopped_early"])
+    record.update(members_done=int(folder.name))
+    # The trained model's optimizer state goes before the next member trains.
+    return Fit(_weights_only(fit.model, data), fit.summary)
 
 
-def member_config(config: Config, index: int) -> Config:
-    """Member `index` (from 0) of an ensemble: a single model with its own seed. The split is
-    the ensemble's (made once from training.seed), so every member validates on the same texts."""
-    return config.model_copy(update={
-        "model": config.model.model_copy(update={"ensemble": 1}),
-        "training": config.training.model_copy(
-            update={"seed": config.training.seed + 1000 * index}),
-    })
-
-
-def _fit_members(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
-                 stop: StopSignals, record: RunRecord) -> list[Fit]:
-    """Train an ensemble's members one after the other, each in its own run folder
-    (members/1, ...) with its own checkpoints: a resumed ensemble keeps the finished members and
-    continues the one that was interrupted."""
-    from bilstm_cli.checkpoint import has_checkpoint
+def _keep_member(data: Prepared, folder: Path, metrics: dict[str, Any]) -> Fit:
+    """A member an earlier session finished: its model.keras, as it was."""
     from bilstm_cli.predict import load_keras_model
-    from bilstm_cli.runstate import read_json
 
-    count = config.model.ensemble
-    fits: list[Fit] = []
-    for index in range(count):
-        member = member_config(config, index)
-        member_dir = run_dir / MEMBERS_DIR / str(index + 1)
-        member_dir.mkdir(parents=True, exist_ok=True)
-        log(f"ensemble member {index + 1} of {count} (seed {member.training.seed}): "
-            f"{MEMBERS_DIR}/{index + 1}")
-        saved = read_json(member_dir / RUN_FILE) or {}
-        metrics = read_json(member_dir / METRICS_FILE)
-        if resume and saved.get("state") == "finished" and metrics and \
-                (member_dir / MODEL_FILE).is_file() and \
-                (metrics["stopped_early"] or metrics["epochs_run"] >= member.training.epochs):
-            log(f"member {index + 1} finished before: kept")
-            fits.append(Fit(_weights_only(load_keras_model(member_dir / MODEL_FILE), data),
-                            metrics))
-            continue
-        continuing = resume and has_checkpoint(member_dir)
-        # This session's command (a resumed record's first one is the original).
-        command = (record.data.get("resumed") or [record.data])[-1]["command"]
-        member_record = RunRecord.start(
-            member_dir, command, member.training.seed,
-            member.training.deterministic, continuing, record.data["machine"],
-            record.data["versions"])
-        try:
-            if not continuing:
-                _start_over(member_dir)
-            _write_run_files(member_dir, member, data, data.summary)
-            fit = _fit(member, log, member_dir, data, continuing, stop, member_record)
-            # a member predicts on its own too
-            export_model(fit.model, data.arch, member_dir / ONNX_FILE)
-            write_json_atomic(member_dir / METRICS_FILE, fit.summary)
-        except BaseException as exc:
-            member_record.end_for(exc)
-            if isinstance(exc, TrainingInterrupted):
-                exc.member_dir = member_dir
-            raise
-        member_record.end("finished", epochs_done=fit.summary["epochs_run"],
-                          best_epoch=fit.summary["best_epoch"],
-                          stopped_early=fit.summary["stopped_early"])
-        record.update(members_done=index + 1)
-        fits.append(Fit(_weights_only(fit.model, data), fit.summary))
-        del fit  # the trained model and its optimizer's state, before the next member trains
-    return fits
+    return Fit(_weights_only(load_keras_model(folder / MODEL_FILE), data), metrics)
 
 
 def _weights_only(model: keras.Model, data: Prepared) -> keras.Model:
@@ -407,46 +368,52 @@ def _weights_only(model: keras.Model, data: Prepared) -> keras.Model:
     return copy
 
 
-def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
-         stop: StopSignals, record: RunRecord) -> Fit:
-    """Build, compile and fit one model in `run_dir` (its checkpoints, history and
-    model.keras), from `checkpoints/last` when resuming; the best epoch's weights at the end."""
-    keras.utils.set_random_seed(config.training.seed)
-    splits, labels = data.splits, data.labels
-    binary = len(labels) == 2
-    checkpoint = load_last(run_dir) if resume else None
-    steps = -(-len(data.train_ids) // config.training.batch_size)
-    model = _build(config, log, data, fresh=checkpoint is None)
+def _compile(config: Config, model: keras.Model, data: Prepared, steps: int) -> keras.Model:
+    """The model wrapped by its regularizer (regularizers/), compiled with Adam."""
     trainer = regularizers.trainer(model, data.arch, config.training)
     trainer.compile(
         optimizer=data.kinds.adam(_learning_rate(config.training, steps),
                                   clipnorm=config.training.clipnorm,
                                   weight_decay=config.training.weight_decay or None),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        loss="binary_crossentropy" if len(data.labels) == 2
+        else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    train_data = partial(
-        _batch_dataset, data.train_ids, _label_array(splits.train.labels, labels, binary),
-        config.training.batch_size, config.training.seed, config.training.bucket_by_length,
-        data.example_weights)
-    val_data, _ = _batch_dataset(
-        data.val_ids, _label_array(splits.validation.labels, labels, binary),
-        config.training.batch_size, None, config.training.bucket_by_length)
+    return trainer
+
+
+def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
+         stop: StopSignals, record: RunRecord, progress: ProgressFactory) -> Fit:
+    """Build, compile and fit one model in `run_dir` (its checkpoints, history and
+    model.keras), from `checkpoints/last` when resuming; the best epoch's weights at the end."""
+    keras.utils.set_random_seed(config.training.seed)
+    training, splits, binary = config.training, data.splits, len(data.labels) == 2
+    checkpoint = load_last(run_dir) if resume else None
+    steps = -(-len(data.train_ids) // training.batch_size)
+    model = _build(config, log, data, fresh=checkpoint is None)
+    trainer = _compile(config, model, data, steps)
     state, best_weights = TrainingState(steps_per_epoch=steps), None
     if checkpoint is not None:
-        best_weights = restore(checkpoint, trainer, steps)
-        state = checkpoint.state
+        best_weights, state = restore(checkpoint, trainer, steps), checkpoint.state
         where = f", {state.step} of {steps} batches into epoch {state.epoch + 1}" \
             if state.step else ""
         log(f"resuming from {checkpoint.path.name}: {state.epoch} epochs done{where}")
-
-    display = TrainingDisplay(config.training.epochs)
-    recorder = EpochRecorder(config, run_dir, display, state, best_weights,
-                             len(data.train_ids), stop, record, checkpoint,
-                             partial(keras_copy, model, data.arch))
-    callbacks: list[Any] = [recorder]
-    if config.training.tensorboard:
-        callbacks.append(_tensorboard(run_dir))
+    display = progress(training.epochs)
+    every = training.checkpoint_every
+    loop, best = callbacks(
+        state, run_dir, monitor=training.monitor, patience=training.early_stopping_patience,
+        checkpoint_every=None if every == "epoch" else int(every),
+        batch_size=training.batch_size, examples=len(data.train_ids), display=display,
+        stop=stop, record=record, resumed=checkpoint, best_weights=best_weights,
+        saved_model=partial(keras_copy, model, data.arch))
+    if training.tensorboard:
+        loop.append(_tensorboard(run_dir))
+    train_data = partial(
+        _batch_dataset, data.train_ids, _label_array(splits.train.labels, data.labels, binary),
+        training.batch_size, training.seed, training.bucket_by_length, data.example_weights)
+    val_data, _ = _batch_dataset(
+        data.val_ids, _label_array(splits.validation.labels, data.labels, binary),
+        training.batch_size, None, training.bucket_by_length)
     # Once fitted, the model's training functions are built: the accel kernel's custom
     # gradients (and through them this model) need not be kept.
     with display, data.kinds.tracing():
@@ -454,26 +421,31 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
             display.end_epoch(row)
         # One fit call per epoch: each epoch's batches are built for that epoch alone, so a
         # resumed epoch can start at the batch after its checkpoint.
-        while state.epoch < config.training.epochs and not state.stopped_early:
+        while state.epoch < training.epochs and not state.stopped_early:
             batches, _ = train_data(epoch=state.epoch, skip=state.step)
             trainer.fit(batches, validation_data=val_data, initial_epoch=state.epoch,
-                        epochs=state.epoch + 1, callbacks=callbacks, verbose=0, shuffle=False)
-    if recorder.best_weights is not None:
-        model.set_weights(recorder.best_weights)
-    rows = recorder.rows
-    best = rows[recorder.best_epoch - 1]
-    return Fit(model, {
+                        epochs=state.epoch + 1, callbacks=loop, verbose=0, shuffle=False)
+    if best.best_weights is not None:
+        model.set_weights(best.best_weights)
+    return Fit(model, _fit_summary(config, state))
+
+
+def _fit_summary(config: Config, state: TrainingState) -> dict[str, Any]:
+    """metrics.json's account of one model's training."""
+    rows = state.history
+    best = rows[state.best_epoch - 1]
+    return {
         "seed": config.training.seed,
-        "best_epoch": recorder.best_epoch,
+        "best_epoch": state.best_epoch,
         "epochs_run": len(rows),
-        "stopped_early": recorder.stopped_early,
+        "stopped_early": state.stopped_early,
         "monitor": config.training.monitor,
         "best_val_loss": best["val_loss"],
         "best_val_accuracy": best["val_accuracy"],
         "training_seconds": float(sum(r["seconds"] for r in rows)),
         "seconds_per_epoch": float(np.median([r["seconds"] for r in rows])),
         "examples_per_second": float(np.median([r["examples_per_second"] for r in rows])),
-    })
+    }
 
 
 def _build(config: Config, log: Log, data: Prepared, fresh: bool) -> keras.Model:
@@ -501,159 +473,3 @@ def _tensorboard(run_dir: Path) -> Any:
         raise UserError("training.tensorboard is true but the tensorboard package is not "
                         "installed: pip install tensorboard (or set training.tensorboard=false)")
     return keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite: the weights are ruined, the last checkpoint is not."""
-
-
-class EpochRecorder(keras.callbacks.Callback):
-    """Per batch: progress, the NaN/inf guard, step checkpoints and the stop signal. Per epoch:
-    the table row, history.csv, the best model so far (kept in memory, saved as model.keras and
-    checkpoints/best), early stopping on the monitored metric, and checkpoints/last."""
-
-    def __init__(self, config: Config, run_dir: Path, display: TrainingDisplay,
-                 state: TrainingState, best_weights: list[np.ndarray] | None, examples: int,
-                 stop: StopSignals, record: RunRecord, resumed: Checkpoint | None,
-                 saved_model: Callable[[], keras.Model]) -> None:
-        super().__init__()
-        # What model.keras holds: the model in Keras' own layers, without a regularizer.
-        self.saved_model = saved_model
-        self.monitor = config.training.monitor
-        self.patience = config.training.early_stopping_patience
-        self.batch_size = config.training.batch_size
-        every = config.training.checkpoint_every
-        self.checkpoint_every = None if every == "epoch" else int(every)
-        self.run_dir = run_dir
-        self.display = display
-        self.state = state
-        self.steps = state.steps_per_epoch
-        self.examples = examples
-        self.best_weights = best_weights
-        self.stop = stop
-        self.record = record
-        # A mid-epoch checkpoint's running loss/accuracy sums, added after the first batch.
-        self.pending_metrics = resumed if resumed is not None and state.step else None
-        self.epoch = state.epoch
-        self.skip = 0
-        self.epoch_start = self.train_end = 0.0
-        if resumed is not None:
-            self._write_history()  # a kill may have left a row the checkpoint does not have
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        return self.state.history
-
-    @property
-    def best_epoch(self) -> int:
-        return self.state.best_epoch
-
-    @property
-    def stopped_early(self) -> bool:
-        return self.state.stopped_early
-
-    def _improved(self, value: float) -> bool:
-        if self.state.best is None:
-            return True
-        return value < self.state.best if self.monitor == "val_loss" else value > self.state.best
-
-    def _save_last(self, mid_epoch: bool) -> None:
-        # Keras reports a batch's loss from before its update, so a finite loss can come with
-        # weights that the update just made inf or nan: never keep those as the last good state.
-        # (A reduction per variable: no host copy besides the one save_last makes.)
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v)))
-                   for v in self.model.trainable_variables):
-            step = self.state.step if mid_epoch else self.steps
-            raise TrainingDiverged(self._diverged_message("the weights became inf or nan", step))
-        save_last(self.run_dir, self.state, self.model, self.best_weights, metric_state=mid_epoch)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch, self.skip = epoch, self.state.step
-        self.epoch_start = self.train_end = time.perf_counter()
-        self.display.start_epoch(epoch + 1, self.steps)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        self.train_end = time.perf_counter()
-        if self.pending_metrics is not None:
-            add_metric_state(self.pending_metrics, self.model)
-            self.pending_metrics = None
-        loss = float(logs.get("loss", 0.0))
-        step = self.skip + batch + 1
-        if not np.isfinite(loss):
-            raise TrainingDiverged(self._diverged_message(f"the training loss became {loss}", step))
-        self.state.step = step
-        done = min(step * self.batch_size, self.examples)
-        self.display.update(step, done, logs)
-        if step >= self.steps:
-            return  # the epoch's end writes the checkpoint (after validation)
-        if self.stop.requested:
-            self._save_last(mid_epoch=True)
-            raise TrainingInterrupted(
-                self.stop.signum or 2, f"in epoch {self.epoch + 1} after batch {step} of "
-                f"{self.steps}")
-        every = self.checkpoint_every
-        if every and (self.epoch * self.steps + step) % every == 0:
-            self._save_last(mid_epoch=True)
-
-    def _diverged_message(self, what: str, step: int) -> str:
-        saved = read_state(self.run_dir)
-        kept = "no checkpoint had been written yet" if saved is None else (
-            f"the last good checkpoint (epoch {saved.epoch}"
-            f"{f', batch {saved.step}' if saved.step else ''}) is kept in "
-            f"{self.run_dir / 'checkpoints' / 'last'}")
-        return (f"{what} in epoch {self.epoch + 1} at batch {step}: "
-                f"training stopped and {kept}. Try a lower learning rate (e.g. --set "
-                "training.learning_rate=0.0005) or gradient clipping (--set training.clipnorm=1.0)")
-
-    def _write_history(self) -> None:
-        if not self.rows:
-            (self.run_dir / HISTORY_FILE).unlink(missing_ok=True)
-            return
-        columns = list(self.rows[0])
-        lines = [",".join(columns)] + [
-            ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
-            for r in self.rows
-        ]
-        write_text_atomic(self.run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        now = time.perf_counter()
-        train_seconds = max(self.train_end - self.epoch_start, 1e-9)
-        value = float(logs[self.monitor])
-        if not np.isfinite(value):
-            raise TrainingDiverged(self._diverged_message(
-                f"{self.monitor} became {value}", self.steps))
-        best = self._improved(value)
-        if best:
-            self.state.best, self.state.best_epoch = value, epoch + 1
-            self.best_weights = [w.copy() for w in self.model.get_weights()]
-            saved = self.saved_model()
-            write_atomic(self.run_dir / MODEL_FILE, lambda tmp: saved.save(tmp))
-            save_best(self.run_dir, epoch + 1, self.monitor, value, self.run_dir / MODEL_FILE)
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(logs["loss"]),
-            "accuracy": float(logs["accuracy"]),
-            "val_loss": float(logs["val_loss"]),
-            "val_accuracy": float(logs["val_accuracy"]),
-            "seconds": now - self.epoch_start,
-            "train_seconds": train_seconds,
-            "validation_seconds": now - self.train_end,
-            "examples_per_second": (self.steps - self.skip) / self.steps * self.examples
-            / train_seconds,
-            "best": best,
-        }
-        self.rows.append(row)
-        self.display.end_epoch(row)
-        self._write_history()
-        if self.patience and epoch + 1 - self.state.best_epoch >= self.patience:
-            self.state.stopped_early = True
-            self.model.stop_training = True
-        self.state.epoch, self.state.step = epoch + 1, 0
-        self._save_last(mid_epoch=False)
-        self.record.update(epochs_done=self.state.epoch, best_epoch=self.state.best_epoch,
-                           stopped_early=self.state.stopped_early)
-        if self.stop.requested:
-            raise TrainingInterrupted(self.stop.signum or 2, f"after epoch {epoch + 1}")

@@ -135,12 +135,9 @@ def toy_files(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-TINY = [
-    "--set", "data.dataset=null", "--set", "model.units=8", "--set", "model.embedding_dim=8",
-    "--set", "training.learning_rate=0.02", "--set", "data.max_tokens=100",
-    "--epochs", "4", "--batch-size", "16",
-    "--set", "model.ensemble=1",  # whatever configs/imdb.yaml ships: one model
-]
+# The tests' own tiny config (not layered on the shipped configs/imdb.yaml).
+TINY_CONFIG = Path(__file__).parent / "tiny.yaml"
+TINY = ["--config", str(TINY_CONFIG)]
 
 
 @pytest.fixture(scope="session")

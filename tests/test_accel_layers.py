@@ -200,14 +200,15 @@ def test_a_finished_run_leaves_no_custom_gradients_registered(fused_kernel, toy_
     """The final evaluation traces the trained model again, which registers its custom
     gradients again: `train` releases those too, so a process that trains run after run (a
     notebook, this test suite) does not keep every run's last model alive."""
+    from conftest import TINY_CONFIG
     from tensorflow.python.framework import ops as framework_ops
 
     from bilstm_cli.config import load_config
     from bilstm_cli.train import train
 
-    config = load_config(overrides=[
-        "data.dataset=null", f"data.train={toy_files['train']}", f"data.test={toy_files['test']}",
-        "data.max_tokens=100", "model.units=4", "model.embedding_dim=4", "model.bidirectional=true",
+    config = load_config(TINY_CONFIG, overrides=[
+        f"data.train={toy_files['train']}", f"data.test={toy_files['test']}", "model.units=4",
+        "model.embedding_dim=4", "model.bidirectional=true",
         "model.ensemble=2", "training.epochs=1", "training.batch_size=32",
         f"output.dir={tmp_path}",
     ])

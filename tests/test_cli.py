@@ -190,7 +190,7 @@ def test_accuracy_keys_train_and_predict_alike_in_both_engines(toy_files, tmp_pa
     result = run_cli("train", "--bidirectional", *TINY, "--set", f"data.train={toy_files['train']}",
                      "--set", "data.tokenizer=wordpiece", "--set", "model.pooling=max_mean",
                      "--set", "training.lr_schedule=cosine", "--set", "training.adversarial=0.5",
-                     "--set", "training.consistency=0",  # whatever configs/imdb.yaml ships
+                     "--set", "training.consistency=0",
                      "--set", "model.word_dropout=0.1",
                      "--output", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

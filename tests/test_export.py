@@ -100,7 +100,8 @@ def test_an_ensemble_exports_as_the_mean_of_its_members(run_folder, tmp_path, cl
     """model.ensemble: one ONNX graph (one chain per member from the same ids, then their
     Mean) gives what the Keras ensemble gives, and that is the mean of the members' own
     probabilities; the ensemble's model.keras loads back (nested members and all)."""
-    from bilstm_cli.model import ensemble_members, ensemble_model
+    from bilstm_cli.ensemble import average as ensemble_model
+    from bilstm_cli.ensemble import members_of as ensemble_members
     from bilstm_cli.predict import load_keras_model
 
     folder, vocab_size = run_folder
@@ -151,8 +152,8 @@ def test_ensemble_export_copies_out_one_member_at_a_time(run_folder):
     assert [node.op_type for node in proto.graph.node].count("LSTM") == 3
     assert proto.graph.node[-1].op_type == "Mean"
 
+    from bilstm_cli.ensemble import average as ensemble_model
     from bilstm_cli.export import specs_from_keras
-    from bilstm_cli.model import ensemble_model
 
     made = specs_from_keras(ensemble_model(members), arch)  # export_model's source of specs
     first = weakref.ref(next(made))

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import run_cli, toy_examples, write_tsv
+from conftest import TINY_CONFIG, run_cli, toy_examples, write_tsv
 
 # Long enough (68 batches per epoch) that a signal sent after the first checkpoint lands while
 # batches are still running; small enough that an epoch takes about a second.
@@ -38,13 +38,11 @@ def data(tmp_path_factory) -> Path:
 
 def args(data: Path, *extra: str) -> list[str]:
     return [
-        "train", "--bidirectional", "--set", "data.dataset=null",
+        "train", "--bidirectional", "--config", str(TINY_CONFIG),
         "--set", f"data.train={data / 'train.tsv'}", "--set", f"data.test={data / 'test.tsv'}",
-        "--set", "model.units=8", "--set", "model.embedding_dim=8",
-        "--set", "data.max_tokens=100", "--set", "training.early_stopping_patience=0",
-        "--set", "training.lr_schedule=constant",  # whatever configs/imdb.yaml ships
-        "--set", "model.ensemble=1",
-        "--epochs", str(EPOCHS), "--batch-size", "16", *extra,
+        "--set", "training.learning_rate=0.002", "--set", "training.early_stopping_patience=0",
+        "--set", "training.lr_schedule=constant",
+        "--epochs", str(EPOCHS), *extra,
     ]
 
 
