@@ -408,9 +408,10 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
                         "wait for it to end or stop it")
     if force:
         return False
-    from bilstm_cli.config import Config, read_yaml_mapping, without_removed_keys
+    from bilstm_cli.config import Config, without_removed_keys
+    from bilstm_cli.runs import read_config_mapping
 
-    saved, _ = read_yaml_mapping(run_dir / CONFIG_FILE)  # a UserError naming the file
+    saved = read_config_mapping(run_dir) or {}  # a UserError naming the file
 
     differences = config_differences(without_removed_keys(saved), config,
                                      Config().model_dump(mode="json"))

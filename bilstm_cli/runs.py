@@ -210,18 +210,24 @@ def read_labels(run_dir: Path) -> list[str]:
     return labels
 
 
-def run_data_section(run_dir: Path) -> dict[str, Any]:
-    """The `data` section of the run's config.yaml ({} when the file is missing)."""
+def read_config_mapping(run_dir: Path) -> dict[str, Any] | None:
+    """The run's config.yaml as written (before validation: an old run's keys as they were),
+    None when the folder has none; a UserError naming the file when it is not a YAML mapping.
+    Every reader of a run's config comes through here or `read_config`."""
     from bilstm_cli.config import read_yaml_mapping
 
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        return {}
+        return None
     try:
-        config, _ = read_yaml_mapping(path)
+        return read_yaml_mapping(path)[0]
     except UserError as exc:
         raise UserError(f"{exc}; the run folder is damaged") from None
-    data = config.get("data")
+
+
+def run_data_section(run_dir: Path) -> dict[str, Any]:
+    """The `data` section of the run's config.yaml ({} when the file is missing)."""
+    data = (read_config_mapping(run_dir) or {}).get("data")
     return data if isinstance(data, dict) else {}
 
 

@@ -226,7 +226,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     """One row of `bilstm runs`."""
     record = read_json(run_dir / RUN_FILE)
     metrics = read_json(run_dir / METRICS_FILE) or {}
-    config = _read_yaml(run_dir / CONFIG_FILE)
+    config = _read_config(run_dir)
     data, model, training = (config.get(k) if isinstance(config.get(k), dict) else {}
                              for k in ("data", "model", "training"))
     rows = _history(run_dir / HISTORY_FILE)
@@ -289,13 +289,13 @@ def list_runs(folder: Path) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: (r["started"] or "", r["name"]))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_config(run_dir: Path) -> dict[str, Any]:
     """A run's config.yaml as far as the listing needs it: {} when it is missing or damaged
     (`train --resume` and `evaluate` say what is wrong with it)."""
-    from bilstm_cli.config import read_yaml_mapping
+    from bilstm_cli.runs import read_config_mapping
 
     try:
-        return read_yaml_mapping(path)[0] if path.is_file() else {}
+        return read_config_mapping(run_dir) or {}
     except UserError:
         return {}
 
