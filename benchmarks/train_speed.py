@@ -16,6 +16,10 @@ accuracy, then peak RSS, the ratios b/a, and the share of this machine's CPU flo
 share says nothing, and examples/s and seconds are the numbers to read. The second epoch is the
 steady state: the first also pays for tracing the training graph (once for (a), a few times for
 (b), whose batches vary in length).
+
+`--baseline SRC` adds (c): the same `bilstm train` from another checkout's source folder (e.g. a
+`git worktree` of an older commit, run with PYTHONPATH=SRC), alternated with (b) in every repeat,
+and the ratio b/c: a change's effect on training speed, both sides measured in the same run.
 """
 
 from __future__ import annotations
@@ -175,12 +179,14 @@ def bilstm_child(examples: int | None, output: Path) -> dict:
     }
 
 
-def run_child(kind: str, examples: int | None, output: Path) -> dict:
-    """Run one side in a fresh process and read its peak RSS from the kernel."""
+def run_child(kind: str, examples: int | None, output: Path, source: Path | None = None) -> dict:
+    """Run one side in a fresh process and read its peak RSS from the kernel. `source`: the
+    bilstm_cli package's folder to run `bilstm train` from (default: the installed one)."""
     command = [sys.executable, __file__, "--child", kind, "--output", str(output)]
     if examples:
         command += ["--examples", str(examples)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
@@ -196,6 +202,8 @@ def main() -> None:
                         help="cap the training split (default: all 22,500)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each side (median)")
     parser.add_argument("--markdown", type=Path, help="append the result table to this file")
+    parser.add_argument("--baseline", type=Path,
+                        help="also run (c): `bilstm train` from this source folder, alternated")
     parser.add_argument("--child", choices=["reference", "bilstm"], help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,12 +217,17 @@ def main() -> None:
 
     peak = matmul_gflops()
     print(f"CPU float32 matmul peak (NumPy): {peak:.0f} GFLOP/s", file=sys.stderr)
-    results: dict[str, list[dict]] = {"reference": [], "bilstm": []}
+    kinds = ["reference", "bilstm"] + (["baseline"] if args.baseline else [])
+    results: dict[str, list[dict]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
-            for kind in ("reference", "bilstm"):
+            # (b) and (c) swap places every repeat, so neither always runs on a warmer machine.
+            order = kinds if repeat % 2 == 0 else kinds[:1] + kinds[1:][::-1]
+            for kind in order:
                 print(f"run {repeat + 1}/{args.repeats}: {kind} ...", file=sys.stderr)
-                result = run_child(kind, args.examples, Path(scratch) / f"{kind}-{repeat}")
+                result = run_child("bilstm" if kind == "baseline" else kind, args.examples,
+                                   Path(scratch) / f"{kind}-{repeat}",
+                                   args.baseline if kind == "baseline" else None)
                 results[kind].append(result)
                 print(json.dumps(result), file=sys.stderr)
 
@@ -227,7 +240,10 @@ def main() -> None:
         "LSTM steps/example | achieved GFLOP/s | share of peak |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for kind, name in (("reference", "(a) Keras reference"), ("bilstm", "(b) bilstm train")):
+    names = {"reference": "(a) Keras reference", "bilstm": "(b) bilstm train",
+             "baseline": f"(c) bilstm train from {args.baseline}"}
+    for kind in kinds:
+        name = names[kind]
         steps = median(kind, "mean_steps")
         for epoch in range(EPOCHS):
             rate = median(kind, "examples_per_second", epoch)
@@ -241,9 +257,9 @@ def main() -> None:
                 f"{achieved / peak:.1%} |"
             )
 
-    def ratio(epoch: int) -> float:
+    def ratio(epoch: int, against: str = "reference") -> float:
         return (median("bilstm", "examples_per_second", epoch)
-                / median("reference", "examples_per_second", epoch))
+                / median(against, "examples_per_second", epoch))
 
     lines += [
         "",
@@ -257,6 +273,12 @@ def main() -> None:
         f"- {args.repeats} run(s) of each side, medians; training examples: "
         f"{results['reference'][0]['examples']}",
     ]
+    if args.baseline:
+        pairs = [b["epochs"][-1]["examples_per_second"] / c["epochs"][-1]["examples_per_second"]
+                 for b, c in zip(results["bilstm"], results["baseline"])]
+        lines.append(f"- ratio b/c (this code against {args.baseline}), examples/s in epoch "
+                     f"{EPOCHS}: **{ratio(EPOCHS - 1, 'baseline'):.3f}x** (pairs: "
+                     + ", ".join(f"{r:.3f}x" for r in pairs) + ")")
     table = "\n".join(lines)
     print(table)
     if args.markdown:
