@@ -50,26 +50,9 @@ class RDrop(Regularizer):
         cross_entropy_sum = tf.constant(0.0)
         first_predictions = []
         for start, end, share in halves:
-            x_half, y_half = x[start:end], y[start:end]
-            if total_gradients is not None:
-                # The second half starts once the first half's gradients are done: the graph
-                # would otherwise run both at once, with both halves' activations in memory.
-                with tf.control_dependencies(_tensors(total_gradients)):
-                    x_half = tf.identity(x_half)
-            weights_half = None if sample_weight is None else sample_weight[start:end]
-            with tf.GradientTape() as tape:
-                predictions = self(tf.concat([x_half, x_half], 0), training=True)
-                first, second = tf.split(predictions, 2)
-                cross_entropy = _cross_entropy_sum(y_half, first, weights_half) \
-                    + _cross_entropy_sum(y_half, second, weights_half)
-                divergence = tf.reduce_sum(_symmetric_kl(first, second))
-                # The batch's loss is the mean cross-entropy over its 2 x count predictions plus
-                # WEIGHT x the mean of half the symmetric KL over its texts; each half adds its
-                # share, so the two gradients add up to the batch's.
-                loss = share * (cross_entropy / (2.0 * texts)
-                                + self.strength * 0.5 * divergence / texts)
-                scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
-            gradients = tape.gradient(scaled_loss, variables)
+            weights = None if sample_weight is None else sample_weight[start:end]
+            gradients, cross_entropy, first = self._half(
+                x[start:end], y[start:end], weights, share, texts, total_gradients)
             if summed_rows:
                 gradients = [_row_sums_or_gradient(table_row_sums(g, v), g)
                              for g, v in zip(gradients, variables)]
@@ -79,21 +62,47 @@ class RDrop(Regularizer):
             first_predictions.append(first)
 
         assert total_gradients is not None
-        if summed_rows and not self.optimizer.built:  # as apply_gradients would on its first call
-            with keras.name_scope(self.optimizer.name, caller=self.optimizer):
-                self.optimizer.build(variables)
-        others = []
-        for gradient, variable in zip(total_gradients, variables):
-            if isinstance(gradient, RowSums):
-                self.optimizer.apply_row_sums(gradient.sums, gradient.square_sums, variable)
-            else:
-                others.append((gradient, variable))
-        self.optimizer.apply_gradients(others)  # counts the step: after apply_row_sums
+        self._apply(total_gradients, variables, summed_rows)
         # The reported loss is the cross-entropy alone: the same loss as validation's.
         self.record_loss(cross_entropy_sum / (2.0 * texts), count)
         y_pred = tf.concat([first_predictions[0], first_predictions[1][middle - second_start:]],
                            0)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _half(self, x: Any, y: Any, sample_weight: Any, share: Any, texts: Any,
+              after: list[Any] | None) -> tuple[list[Any], Any, Any]:
+        """One half's gradients, its cross-entropy sum and its first pass's predictions. It
+        starts once the gradients `after` are done: the graph would otherwise run both halves
+        at once, with both halves' activations in memory."""
+        if after is not None:
+            with tf.control_dependencies(_tensors(after)):
+                x = tf.identity(x)
+        with tf.GradientTape() as tape:
+            predictions = self(tf.concat([x, x], 0), training=True)
+            first, second = tf.split(predictions, 2)
+            cross_entropy = _cross_entropy_sum(y, first, sample_weight) \
+                + _cross_entropy_sum(y, second, sample_weight)
+            divergence = tf.reduce_sum(_symmetric_kl(first, second))
+            # The batch's loss is the mean cross-entropy over its 2 x count predictions plus
+            # WEIGHT x the mean of half the symmetric KL over its texts; each half adds its
+            # share, so the two gradients add up to the batch's.
+            loss = share * (cross_entropy / (2.0 * texts)
+                            + self.strength * 0.5 * divergence / texts)
+            scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
+        return tape.gradient(scaled_loss, self.trainable_weights), cross_entropy, first
+
+    def _apply(self, gradients: list[Any], variables: list[Any], summed_rows: bool) -> None:
+        """One Adam update from the batch's gradients (row sums through the accel Adam)."""
+        if summed_rows and not self.optimizer.built:  # as apply_gradients would on its first call
+            with keras.name_scope(self.optimizer.name, caller=self.optimizer):
+                self.optimizer.build(variables)
+        others = []
+        for gradient, variable in zip(gradients, variables):
+            if isinstance(gradient, RowSums):
+                self.optimizer.apply_row_sums(gradient.sums, gradient.square_sums, variable)
+            else:
+                others.append((gradient, variable))
+        self.optimizer.apply_gradients(others)  # counts the step: after apply_row_sums
 
 
 class RowSums(NamedTuple):
