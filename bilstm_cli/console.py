@@ -159,7 +159,7 @@ def summary_tables(summary: Mapping[str, Any], console: Console) -> list[Table]:
     splits = _table(console, "data")
     labels = summary["labels"]
     splits.add_column("split")
-    splits.add_column("source")
+    splits.add_column("source", overflow="fold")  # a path folds, never loses its end to "…"
     splits.add_column("examples", justify="right")
     for label in labels:
         splits.add_column(label, justify="right")
@@ -190,7 +190,7 @@ def summary_tables(summary: Mapping[str, Any], console: Console) -> list[Table]:
     if notes or weights:
         extra = _table(console, "notes")
         extra.show_header = False
-        extra.add_column("note")
+        extra.add_column("note", overflow="fold")
         if weights:
             extra.add_row("class weights: " + ", ".join(f"{k} {v:.4g}" for k, v in weights.items()))
         for note in notes:
