@@ -391,28 +391,14 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
     `checkpoints/last` (True; an ensemble's members continue from theirs) or trains the folder
     from the start (False: `--force`, or no checkpoint was written yet). Raises UserError when
     it may do neither."""
-    from bilstm_cli.runs import CONFIG_FILE, MEMBERS_DIR, member_dirs
+    from bilstm_cli.config import Config, without_removed_keys
+    from bilstm_cli.runs import member_dirs, read_config_mapping
     from bilstm_cli.runstate import RUN_FILE, read_json
 
-    resume_config_path(run_dir)
-    ensemble = run_dir.resolve().parent.parent
-    if run_dir.resolve().parent.name == MEMBERS_DIR and (ensemble / CONFIG_FILE).is_file():
-        # A member trained on the ensemble's split, which its own seed would not remake.
-        raise UserError(f"{run_dir} is a member of the ensemble {ensemble}: resume the "
-                        f"ensemble instead (bilstm train --resume {ensemble})")
-    from bilstm_cli.runstate import lock_owner
-
-    owner = lock_owner(run_dir)
-    if owner is not None and owner != os.getpid():
-        raise UserError(f"another training (pid {owner or '?'}) is writing into {run_dir}; "
-                        "wait for it to end or stop it")
+    _check_resumable_folder(run_dir)
     if force:
         return False
-    from bilstm_cli.config import Config, without_removed_keys
-    from bilstm_cli.runs import read_config_mapping
-
     saved = read_config_mapping(run_dir) or {}  # a UserError naming the file
-
     differences = config_differences(without_removed_keys(saved), config,
                                      Config().model_dump(mode="json"))
     if differences:
@@ -445,6 +431,23 @@ def check_resume(run_dir: Path, config: dict[str, Any], force: bool) -> bool:
         raise UserError(f"{run_dir} has already finished ({why}): nothing to resume. "
                         f"{_longer(config)}")
     return True
+
+
+def _check_resumable_folder(run_dir: Path) -> None:
+    """A run folder with a config, not an ensemble's member, and not being written to now."""
+    from bilstm_cli.runs import CONFIG_FILE, MEMBERS_DIR
+    from bilstm_cli.runstate import lock_owner
+
+    resume_config_path(run_dir)
+    ensemble = run_dir.resolve().parent.parent
+    if run_dir.resolve().parent.name == MEMBERS_DIR and (ensemble / CONFIG_FILE).is_file():
+        # A member trained on the ensemble's split, which its own seed would not remake.
+        raise UserError(f"{run_dir} is a member of the ensemble {ensemble}: resume the "
+                        f"ensemble instead (bilstm train --resume {ensemble})")
+    owner = lock_owner(run_dir)
+    if owner is not None and owner != os.getpid():
+        raise UserError(f"another training (pid {owner or '?'}) is writing into {run_dir}; "
+                        "wait for it to end or stop it")
 
 
 def _longer(config: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import copy
 import difflib
 import os
 import unicodedata
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -229,20 +229,23 @@ def with_absolute_data_paths(config: Config) -> Config:
 
 
 def load_config(
-    path: str | Path | None = None,
+    path: str | Path | Mapping[str, Any] | None = None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
     extra_names: dict[str, str] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> Config:
-    """Read a YAML config, apply `--set` overrides then the CLI shortcuts, and validate.
+    """Read a YAML config (or take a mapping shaped like one), apply `--set` overrides then
+    the CLI shortcuts, and validate.
     `extra_names`: the option that set each shortcut key, for error messages (`--epochs`).
     `warn`: called once per key given (in the file or on the command line) that has no effect
     in the resulting config (`unused_settings`)."""
     raw: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     source = "<defaults>"
-    if path is not None:
+    if isinstance(path, Mapping):
+        raw, source = copy.deepcopy(dict(path)), "<dict>"
+    elif path is not None:
         config_path = Path(path)
         source = str(config_path)
         raw, lines = read_yaml_mapping(config_path)

@@ -299,37 +299,14 @@ def _table_rows(
     header: bool | str,
     problems: BadRows,
 ) -> Iterator[Row]:
-    by_name = isinstance(text_column, str) or isinstance(label_column, str)
-    has_header = by_name if header == "auto" else bool(header)
-    if by_name and not has_header:
-        raise UserError(
-            f"{problems.path}: columns are given by name but data.header is false; give column "
-            f"indexes (e.g. data.text_column=0) or set data.header=true (evaluate: --header)"
-        )
     source = _RowLines(lines)
     # strict: a quote inside a quoted field that is not doubled is an error, not text.
     dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"strict": True}
     reader = csv.reader(source, **dialect)
-    text_index = label_index = None
-    width = None
-    if has_header:
-        try:
-            names = next(reader, None)
-        except csv.Error as exc:
-            raise UserError(f"{problems.path}:1: cannot read the header row ({exc}); fix it "
-                            "(a stray carriage return, or a quote?)") from None
-        if names is None:
-            return
-        names = [n.strip() for n in names]
-        text_index = _column_index(names, text_column, "text_column", problems.path)
-        label_index = (
-            None if label_column is None
-            else _column_index(names, label_column, "label_column", problems.path)
-        )
-        width = len(names)
-    else:
-        text_index = int(text_column)
-        label_index = None if label_column is None else int(label_column)
+    columns = _table_columns(reader, text_column, label_column, header, problems)
+    if columns is None:
+        return  # an empty file with a header expected
+    text_index, label_index, width = columns
     while True:
         source.row = []
         try:
@@ -342,24 +319,10 @@ def _table_rows(
         number, last = source.row[0][0], source.row[-1][0]
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
-        if last - number >= MAX_ROW_LINES:
-            problems.add(number, f"lines {number}-{last} read as one row ({last - number + 1} "
-                                 f"lines; a text spans at most {MAX_ROW_LINES}): a quote that "
-                                 "is never closed?")
-            continue
-        if width is None:
-            width = len(row)
-        if len(row) != width:
-            spans = f" (lines {number}-{last} read as one row: a quote that is never closed?)" \
-                if last > number else ""
-            problems.add(number, f"expected {width} columns, found {len(row)}{spans}")
-            continue
-        if any(_has_invalid_utf8(field) for field in row):
-            problems.add(number, "invalid UTF-8")
-            continue
-        needed = max(text_index, -1 if label_index is None else label_index)
-        if needed >= len(row):
-            problems.add(number, f"no column {needed} (the row has {len(row)})")
+        width = width or len(row)  # without a header, the first row sets the width
+        problem = _row_problem(row, number, last, width, text_index, label_index)
+        if problem:
+            problems.add(number, problem)
             continue
         text = row[text_index]
         label = "" if label_index is None else row[label_index].strip()
@@ -369,6 +332,53 @@ def _table_rows(
             problems.add(number, "missing label")
         else:
             yield number, text, label
+
+
+def _table_columns(
+    reader: Iterator[list[str]], text_column: str | int, label_column: str | int | None,
+    header: bool | str, problems: BadRows,
+) -> tuple[int, int | None, int | None] | None:
+    """(text index, label index or None, the header's width or None), reading the header row
+    when there is one; None for an empty file that should have had one."""
+    by_name = isinstance(text_column, str) or isinstance(label_column, str)
+    has_header = by_name if header == "auto" else bool(header)
+    if by_name and not has_header:
+        raise UserError(
+            f"{problems.path}: columns are given by name but data.header is false; give column "
+            f"indexes (e.g. data.text_column=0) or set data.header=true (evaluate: --header)"
+        )
+    if not has_header:
+        return int(text_column), None if label_column is None else int(label_column), None
+    try:
+        names = next(reader, None)
+    except csv.Error as exc:
+        raise UserError(f"{problems.path}:1: cannot read the header row ({exc}); fix it "
+                        "(a stray carriage return, or a quote?)") from None
+    if names is None:
+        return None
+    names = [n.strip() for n in names]
+    text_index = _column_index(names, text_column, "text_column", problems.path)
+    label_index = (None if label_column is None
+                   else _column_index(names, label_column, "label_column", problems.path))
+    return text_index, label_index, len(names)
+
+
+def _row_problem(row: list[str], number: int, last: int, width: int, text_index: int,
+                 label_index: int | None) -> str | None:
+    """Why a parsed row (physical lines number..last) cannot be used, or None."""
+    if last - number >= MAX_ROW_LINES:
+        return (f"lines {number}-{last} read as one row ({last - number + 1} lines; a text "
+                f"spans at most {MAX_ROW_LINES}): a quote that is never closed?")
+    if len(row) != width:
+        spans = (f" (lines {number}-{last} read as one row: a quote that is never closed?)"
+                 if last > number else "")
+        return f"expected {width} columns, found {len(row)}{spans}"
+    if any(_has_invalid_utf8(field) for field in row):
+        return "invalid UTF-8"
+    needed = max(text_index, -1 if label_index is None else label_index)
+    if needed >= len(row):
+        return f"no column {needed} (the row has {len(row)})"
+    return None
 
 
 MAX_ROW_LINES = 100  # physical lines one row of text may span (in quotes); more: a lost quote

@@ -1,0 +1,238 @@
+"""The Python API: what the `bilstm` commands do, as functions. The CLI calls these too.
+
+    from bilstm_cli import api
+
+    run = api.train({"data": {"dataset": None, "train": "train.tsv"}},
+                    ["model.bidirectional=true"])
+    print(api.predict(["great film", "dull plot"], run.run_dir))  # [('pos', 0.97), ('neg', 0.91)]
+    print(api.evaluate("test.tsv", run.run_dir)["accuracy"])
+
+Importing this module imports no TensorFlow and changes nothing in the process; the functions
+that train or run a Keras model prepare the process (backend.setup) and import it on first use.
+Errors in what you pass (a bad config key, a missing file, a malformed row) raise UserError with
+the message the CLI prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bilstm_cli import backend
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from bilstm_cli.config import Config
+    from bilstm_cli.data import Splits
+    from bilstm_cli.predict import Classifier
+    from bilstm_cli.train import ProgressFactory, TrainResult
+
+Log = Callable[[str], None]
+ConfigSource = "Config | Mapping[str, Any] | str | Path | None"
+
+
+def _quiet(message: str) -> None:
+    """The default log from Python: say nothing (pass `log=print` to follow along)."""
+
+
+def config(source: ConfigSource = None, overrides: Sequence[str] = (),
+           warn: Log | None = None) -> Config:
+    """A validated config from a YAML file (a path, or a shipped one by name: imdb, sst2), a
+    dict shaped like the YAML, a Config, or None (the shipped imdb config); then `overrides`,
+    as `--set` takes them: ["model.units=128", "training.epochs=2"]."""
+    from bilstm_cli.config import Config, load_config, resolve_config_path
+
+    if isinstance(source, Config):
+        source = source.model_dump(mode="json")
+    if not isinstance(source, Mapping):
+        source = resolve_config_path(None if source is None else str(source))
+    return load_config(source, list(overrides), warn=warn)
+
+
+@dataclass
+class Training:
+    """A training about to start: its config, data and data summary are ready (`prepare`), so
+    the caller can show the summary first; `run` trains."""
+
+    config: Config
+    splits: Splits
+    tokenizer: Tokenizer
+    summary: dict[str, Any]
+    run_dir: Path | None = None
+    resume: bool = False
+
+    def run(self, log: Log = _quiet, warn: Log | None = None,
+            progress: ProgressFactory | None = None, command: list[str] | None = None
+            ) -> TrainResult:
+        """Train into a new run folder (or the resumed one); returns its folder and metrics.
+        Ctrl-C or SIGTERM raise TrainingInterrupted after a checkpoint is saved."""
+        backend.setup(filter_native_logs=False)
+        from bilstm_cli.train import train as run_training
+
+        return run_training(self.config, log, run_dir=self.run_dir, command=command,
+                            splits=self.splits, summary=self.summary, resume=self.resume,
+                            warn=warn, tokenizer=self.tokenizer, progress=progress)
+
+
+def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
+            check_folders: bool = True) -> Training:
+    """Check the run folder (a resumed one must hold a compatible config: `force` trains it
+    again from the start; a dry run passes check_folders=False), read the data and fit the
+    tokenizer. Imports no TensorFlow."""
+    from bilstm_cli.checkpoint import check_resume
+    from bilstm_cli.data import load_splits, summarize
+    from bilstm_cli.runs import check_output_dir
+    from bilstm_cli.text import tokenizer_for
+
+    continuing = False
+    if check_folders and resume is not None:
+        continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
+    elif check_folders:
+        check_output_dir(cfg.output.dir)
+    splits = load_splits(cfg.data, cfg.training.seed)
+    tokenizer = tokenizer_for(cfg.data, splits.train.texts)
+    return Training(cfg, splits, tokenizer, summarize(splits, cfg, tokenizer), resume, continuing)
+
+
+def train(source: ConfigSource = None, overrides: Sequence[str] = (),
+          resume: Path | None = None, log: Log = _quiet) -> TrainResult:
+    """Train from a config (see `config`) and return the run: `.run_dir`, `.metrics`."""
+    return prepare(config(source, overrides), resume).run(log)
+
+
+def load(run: str | Path | None = None, engine: str = "auto", warn: Log = _quiet
+         ) -> Classifier:
+    """A trained run as a classifier (default runs/latest). engine: auto (ONNX Runtime when
+    the run has an up-to-date model.onnx, else Keras: `warn` says why), onnx or tf."""
+    from bilstm_cli.predict import Classifier, choose_engine
+    from bilstm_cli.runs import ONNX_FILE, resolve_model
+
+    run_dir = resolve_model(None if run is None else str(run))
+    chosen = choose_engine(run_dir, engine)
+    if engine == "auto" and chosen == "tf":
+        if (run_dir / ONNX_FILE).is_file():
+            warn(f"{run_dir / ONNX_FILE} is older than model.keras, using TensorFlow; "
+                 f"refresh it with `bilstm export {run_dir}`")
+        else:
+            warn(f"{run_dir} has no {ONNX_FILE}, so TensorFlow is loaded (seconds); "
+                 f"`bilstm export {run_dir}` writes it once for fast starts")
+    if chosen == "tf":
+        backend.setup(filter_native_logs=False)
+    return Classifier(run_dir, chosen)
+
+
+def predict(texts: Sequence[str], run: str | Path | Classifier | None = None,
+            engine: str = "auto") -> list[tuple[str, float]]:
+    """The most probable label of each text and its probability, in order."""
+    from bilstm_cli.predict import Classifier
+
+    classifier = run if isinstance(run, Classifier) else load(run, engine)
+    probabilities = classifier.predict(list(texts))
+    best = classifier.decide(probabilities)
+    return [(classifier.labels[i], float(p[i])) for i, p in zip(best, probabilities)]
+
+
+def evaluate(data: str | Path, run: str | Path | None = None, data_format: str = "auto",
+             engine: str = "auto", batch_size: int = 256, warn: Log = _quiet,
+             **columns: Any) -> dict[str, Any]:
+    """Accuracy, per-class metrics and the confusion matrix of a run on labelled data: a file,
+    a folder of class folders, or imdb:test / sst2:test. `columns` override the run's data
+    settings for reading it: text_column, label_column, header, on_bad_row."""
+    from bilstm_cli.config import DataConfig
+    from bilstm_cli.data import load_builtin_split, read_labelled
+    from bilstm_cli.evaluate import evaluate_dataset
+    from bilstm_cli.runs import (
+        resolve_model,
+        run_data_config,
+        run_data_section,
+        training_data_warning,
+    )
+
+    data = str(data)
+    run_dir = resolve_model(None if run is None else str(run))
+    section = run_data_section(run_dir)
+    seen_in_training = training_data_warning(section, data)
+    if seen_in_training:
+        warn(seen_in_training)
+    if ":" in data and not Path(data).exists():
+        dataset = load_builtin_split(data)
+    else:
+        settings = {**run_data_config(section),
+                    **{k: v for k, v in columns.items() if v is not None}}
+        dataset = read_labelled(data, DataConfig(dataset=None, train=data, **settings),
+                                data_format, skip_hint="pass --on-bad-row skip")
+        if dataset.skipped:
+            warn(f"{dataset.skipped} bad row(s) of {data} skipped (on_bad_row: skip), "
+                 f"e.g. {dataset.bad_rows[0]}")
+        for note in dataset.notes:  # e.g. a sub-folder that is not one of the labels
+            warn(note)
+    report = evaluate_dataset(load(run_dir, engine, warn), dataset, batch_size)
+    report["skipped_rows"] = dataset.skipped
+    return report
+
+
+def export(run: str | Path | None = None, output: Path | None = None) -> Path:
+    """Write a run's model as ONNX (default RUN/model.onnx) and return the file's path."""
+    from bilstm_cli.runs import resolve_model
+
+    backend.setup(filter_native_logs=False)
+    from bilstm_cli.export import export_run
+
+    return export_run(resolve_model(None if run is None else str(run)), output)
+
+
+def runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
+    """The run folders in `folder`: data set, uni/bi, epochs, accuracies, state, latest."""
+    from bilstm_cli.runstate import list_runs
+
+    return list_runs(Path(folder))
+
+
+def datasets(warn: Log = _quiet) -> list[dict[str, str]]:
+    """The built-in data sets: name, status (available / not downloaded / unreadable), where
+    (its file, or the address it downloads from and the cache it goes to), description."""
+    from bilstm_cli.data.download import BUILTIN, cache_dir, locate, url_for, verify_archive
+    from bilstm_cli.errors import UserError
+
+    rows = []
+    for name, info in BUILTIN.items():
+        found = locate(name)
+        if found is None:
+            rows.append({"name": name, "status": "not downloaded",
+                         "where": f"{url_for(name)} -> {cache_dir()}",
+                         "description": info.description})
+            continue
+        where = "BILSTM_DATA_DIR" if found.where == "data dir" else "cache"
+        status = f"available ({where})"
+        try:
+            verify_archive(name, found)
+        except UserError as exc:
+            warn(str(exc))
+            status = f"unreadable ({where})"
+        rows.append({"name": name, "status": status, "where": str(found.path),
+                     "description": info.description})
+    return rows
+
+
+def download(name: str, log: Log = _quiet, warn: Log = _quiet) -> Path:
+    """A built-in data set's archive, downloaded into the cache (checksum verified) unless it
+    is already here and intact; returns its path."""
+    from bilstm_cli.data.download import fetch, locate, verify_archive
+    from bilstm_cli.errors import UserError
+
+    found = locate(name)
+    try:
+        if found is not None:
+            verify_archive(name, found)
+    except UserError as exc:
+        if found is None or found.where == "data dir":
+            raise  # the user's own file: theirs to replace
+        warn(f"{exc}: downloading it again")
+        found = None
+    if found is None:
+        return fetch(name)
+    log(f"{name}: already here")
+    return found.path
