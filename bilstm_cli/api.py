@@ -80,21 +80,30 @@ class Training:
 def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
             check_folders: bool = True) -> Training:
     """Check the run folder (a resumed one must hold a compatible config: `force` trains it
-    again from the start; a dry run passes check_folders=False), read the data and fit the
-    tokenizer. Imports no TensorFlow."""
+    again from the start; a dry run passes check_folders=False), read the data, resolve the
+    `auto` settings from it (auto.py) and fit the tokenizer. Imports no TensorFlow."""
+    from bilstm_cli import auto
     from bilstm_cli.checkpoint import check_resume
     from bilstm_cli.data import load_splits, summarize
     from bilstm_cli.runs import check_output_dir
     from bilstm_cli.text import tokenizer_for
 
+    def check(resolved: Config) -> bool:
+        return check_folders and check_resume(resume, resolved.model_dump(mode="json"), force)
+
     continuing = False
-    if check_folders and resume is not None:
-        continuing = check_resume(resume, cfg.model_dump(mode="json"), force)
-    elif check_folders:
+    if resume is None and check_folders:
         check_output_dir(cfg.output.dir)
+    elif resume is not None and not auto.has_auto(cfg):
+        continuing = check(cfg)  # before the data is read: a refusal comes at once
     splits = load_splits(cfg.data, cfg.training.seed)
-    tokenizer = tokenizer_for(cfg.data, splits.train.texts)
-    return Training(cfg, splits, tokenizer, summarize(splits, cfg, tokenizer), resume, continuing)
+    resolved, notes = auto.resolve(cfg, splits.train.texts)
+    if resume is not None and resolved is not cfg:
+        continuing = check(resolved)
+    tokenizer = tokenizer_for(resolved.data, splits.train.texts)
+    summary = summarize(splits, resolved, tokenizer)
+    summary["settings"] = notes
+    return Training(resolved, splits, tokenizer, summary, resume, continuing)
 
 
 def train(source: ConfigSource = None, overrides: Sequence[str] = (),

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +36,15 @@ REMOVED_KEYS: dict[tuple[str, ...], Any] = {
     ("training", "ema_momentum"): 0.0,
     ("model", "normalize_embeddings"): False,
 }
+
+
+def whole_number_or_auto(value: Any, minimum: int) -> Any:
+    """A key that takes `auto` (resolved from the training data: auto.py) or a number; one
+    clear message instead of one per union member."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                           and value >= minimum):
+        return value
+    raise ValueError(f"expected auto or a whole number >= {minimum} (got {value!r})")
 
 
 class Section(BaseModel):
@@ -57,10 +67,10 @@ class DataConfig(Section):
     validation_by: Literal["text", "sentence", "block"] = "text"
     max_examples: int | None = Field(None, ge=2)
     tokenizer: Literal["word", "wordpiece"] = "word"
-    max_tokens: int = Field(20000, ge=3)
+    max_tokens: int | Literal["auto"] = 20000
     min_frequency: int = Field(1, ge=1)
     lowercase: bool = True
-    max_length: int = Field(200, ge=1)
+    max_length: int | Literal["auto"] = 200
     truncate: Literal["end", "start"] = "end"
 
     @field_validator("labels", mode="before")
@@ -79,6 +89,11 @@ class DataConfig(Section):
             if len(set(labels)) != len(labels):
                 raise ValueError(f"a label is listed twice ({', '.join(labels)})")
         return labels
+
+    @field_validator("max_tokens", "max_length", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any, info: ValidationInfo) -> Any:
+        return whole_number_or_auto(value, 3 if info.field_name == "max_tokens" else 1)
 
     @model_validator(mode="after")
     def _dataset_or_files(self) -> DataConfig:
@@ -116,7 +131,7 @@ class ModelConfig(Section):
 
 
 class TrainingConfig(Section):
-    epochs: int = Field(5, ge=1)
+    epochs: int | Literal["auto"] = 5
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(0.001, gt=0.0)
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -134,6 +149,11 @@ class TrainingConfig(Section):
     kernel: Literal["auto", "keras", "fused"] = "auto"
     checkpoint_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = "epoch"
     deterministic: bool = False
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs(cls, value: Any) -> Any:
+        return whole_number_or_auto(value, 1)
 
     @field_validator("checkpoint_every", mode="before")
     @classmethod
@@ -259,6 +279,9 @@ def load_config(
         keys = tuple(dotted.split("."))
         _set_path(merged, keys, value)
         overridden[keys] = (extra_names or {}).get(dotted, "command line")
+    data = merged.get("data")
+    if isinstance(data, dict) and data.get("train") is not None and "dataset" not in data:
+        data["dataset"] = None  # your own files: no built-in data set unless one is named
     config = validate_config(merged, source=source, lines=lines, overridden=overridden)
     if warn is not None:
         for message in unused_settings(config, _given_keys(merged)):

@@ -170,7 +170,7 @@ def summary_tables(summary: Mapping[str, Any], console: Console) -> list[Table]:
     lengths.add_column("split")
     for column in ("p50", "p90", "p95", "p99", "max", "truncated", "in vocabulary"):
         lengths.add_column(column, justify="right")
-    notes = []
+    notes = list(summary.get("settings", []))  # what each `auto` key became, and why
     for name, split in summary["splits"].items():
         splits.add_row(name, split["source"], str(split["examples"]),
                        *(str(split["classes"].get(label, 0)) for label in labels),

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from tokenizers import Tokenizer
 
-from bilstm_cli import accel, ensemble, regularizers
+from bilstm_cli import accel, auto, ensemble, regularizers
 from bilstm_cli.architecture import Architecture, describe
 from bilstm_cli.backend import configure_threads
 from bilstm_cli.callbacks import Progress, QuietProgress, callbacks
@@ -135,6 +135,11 @@ def train(
     earlier training in the folder is started over. The folder is locked meanwhile, and run.json
     follows the run: running, then finished, interrupted or failed."""
     warn = warn or log
+    if auto.has_auto(config):  # api.prepare resolved them already, from the same data
+        splits = splits or load_splits(config.data, config.training.seed)
+        config, notes = auto.resolve(config, splits.train.texts)
+        for note in notes:
+            log(note)
     run_dir = run_dir or new_run_dir(config.output.dir, run_name(config))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

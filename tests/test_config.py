@@ -47,7 +47,7 @@ def test_all_problems_listed_with_key_path_line_and_suggestion(tmp_path):
     assert "4 problems" in message
     assert "data.max_tokns: unknown key (did you mean data.max_tokens?)" in message
     assert f"[{path}:2]" in message
-    assert "data.max_length: Input should be greater than or equal to 1" in message
+    assert "data.max_length: expected auto or a whole number >= 1 (got -5)" in message
     assert f"[{path}:3]" in message
     assert "model.units" in message and "'many'" in message
     assert "model.pooling" in message and "'last', 'max', 'mean' or 'max_mean'" in message
@@ -69,8 +69,10 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 def test_dataset_and_files_are_exclusive():
+    # data.train alone means your own files; naming a data set beside them is an error.
+    assert load_config(None, ["data.train=x.tsv"]).data.dataset is None
     with pytest.raises(UserError, match="data.dataset and data.train are both set"):
-        load_config(None, ["data.train=x.tsv"])
+        load_config(None, ["data.train=x.tsv", "data.dataset=imdb"])
     with pytest.raises(UserError, match="give data.dataset"):
         load_config(None, ["data.dataset=null"])
     # a built-in data set has its own test split: a file given beside it would be ignored

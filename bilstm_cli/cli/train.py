@@ -73,7 +73,7 @@ def train(
         training = api.prepare(cfg, resume, force, check_folders=not dry_run)
         if dry_run:
             out = ui.stdout_console()
-            out.print(config_to_yaml(cfg), markup=False)
+            out.print(config_to_yaml(training.config), markup=False)  # `auto` resolved
             for table in ui.summary_tables(training.summary, out):
                 out.print(table)
             return
