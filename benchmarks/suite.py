@@ -83,7 +83,9 @@ def fasttext_accuracy(folder: Path, bigrams: bool, seed: int, scratch: Path) -> 
     model = fasttext.train_supervised(str(train), epoch=10, wordNgrams=2 if bigrams else 1,
                                       seed=seed, thread=1, verbose=0)
     texts, labels = read_tsv(folder / "test.tsv")
-    predicted = [model.predict(t.lower())[0][0].removeprefix("__label__") for t in texts]
+    # A list in one call: fastText's one-text path breaks on NumPy 2 (np.array(copy=False)).
+    labels_out = model.predict([t.lower() for t in texts])[0]
+    predicted = [found[0].removeprefix("__label__") for found in labels_out]
     return statistics.mean(p == y for p, y in zip(predicted, labels))
 
 
