@@ -15,6 +15,7 @@ the message the CLI prints.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,11 @@ ConfigSource = "Config | Mapping[str, Any] | str | Path | None"
 
 def _quiet(message: str) -> None:
     """The default log from Python: say nothing (pass `log=print` to follow along)."""
+
+
+def _warn(message: str) -> None:
+    """The default for warnings from Python: Python's warnings (a user decides how loud)."""
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def config(source: ConfigSource = None, overrides: Sequence[str] = (),
@@ -64,7 +70,7 @@ class Training:
     run_dir: Path | None = None
     resume: bool = False
 
-    def run(self, log: Log = _quiet, warn: Log | None = None,
+    def run(self, log: Log = _quiet, warn: Log = _warn,
             progress: ProgressFactory | None = None, command: list[str] | None = None
             ) -> TrainResult:
         """Train into a new run folder (or the resumed one); returns its folder and metrics.
@@ -112,7 +118,7 @@ def train(source: ConfigSource = None, overrides: Sequence[str] = (),
     return prepare(config(source, overrides), resume).run(log)
 
 
-def load(run: str | Path | None = None, engine: str = "auto", warn: Log = _quiet
+def load(run: str | Path | None = None, engine: str = "auto", warn: Log = _warn
          ) -> Classifier:
     """A trained run as a classifier (default runs/latest). engine: auto (ONNX Runtime when
     the run has an up-to-date model.onnx, else Keras: `warn` says why), onnx or tf."""
@@ -145,7 +151,7 @@ def predict(texts: Sequence[str], run: str | Path | Classifier | None = None,
 
 
 def evaluate(data: str | Path, run: str | Path | None = None, data_format: str = "auto",
-             engine: str = "auto", batch_size: int = 256, warn: Log = _quiet,
+             engine: str = "auto", batch_size: int = 256, warn: Log = _warn,
              **columns: Any) -> dict[str, Any]:
     """Accuracy, per-class metrics and the confusion matrix of a run on labelled data: a file,
     a folder of class folders, or imdb:test / sst2:test. `columns` override the run's data
@@ -200,7 +206,7 @@ def runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
     return list_runs(Path(folder))
 
 
-def datasets(warn: Log = _quiet) -> list[dict[str, str]]:
+def datasets(warn: Log = _warn) -> list[dict[str, str]]:
     """The built-in data sets: name, status (available / not downloaded / unreadable), where
     (its file, or the address it downloads from and the cache it goes to), description."""
     from bilstm_cli.data.download import BUILTIN, cache_dir, locate, url_for, verify_archive
@@ -226,7 +232,7 @@ def datasets(warn: Log = _quiet) -> list[dict[str, str]]:
     return rows
 
 
-def download(name: str, log: Log = _quiet, warn: Log = _quiet) -> Path:
+def download(name: str, log: Log = _quiet, warn: Log = _warn) -> Path:
     """A built-in data set's archive, downloaded into the cache (checksum verified) unless it
     is already here and intact; returns its path."""
     from bilstm_cli.data.download import fetch, locate, verify_archive
