@@ -43,7 +43,7 @@ FORMAT = 1
 # where files go, threads, logging, how often to checkpoint, and training for longer.
 RESUME_SAFE_KEYS = frozenset({
     "training.epochs", "training.threads", "training.tensorboard",
-    "training.checkpoint_every", "output.dir", "output.name",
+    "training.checkpoint_every", "output.dir", "output.name", "output.quantize",
 })
 
 
