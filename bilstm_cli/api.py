@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from bilstm_cli.config import Config
     from bilstm_cli.data import Splits
+    from bilstm_cli.data.cache import Tokens
     from bilstm_cli.predict import Classifier
     from bilstm_cli.train import ProgressFactory, TrainResult
 
@@ -69,6 +70,7 @@ class Training:
     summary: dict[str, Any]
     run_dir: Path | None = None
     resume: bool = False
+    tokens: Tokens | None = None  # the token ids, and the word vectors' cache
 
     def run(self, log: Log = _quiet, warn: Log = _warn,
             progress: ProgressFactory | None = None, command: list[str] | None = None
@@ -80,19 +82,22 @@ class Training:
 
         return run_training(self.config, log, run_dir=self.run_dir, command=command,
                             splits=self.splits, summary=self.summary, resume=self.resume,
-                            warn=warn, tokenizer=self.tokenizer, progress=progress)
+                            warn=warn, tokenizer=self.tokenizer, progress=progress,
+                            tokens=self.tokens)
 
 
 def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
-            check_folders: bool = True) -> Training:
+            check_folders: bool = True, log: Log = _quiet, warn: Log = _warn) -> Training:
     """Check the run folder (a resumed one must hold a compatible config: `force` trains it
     again from the start; a dry run passes check_folders=False), read the data, resolve the
-    `auto` settings from it (auto.py) and fit the tokenizer. Imports no TensorFlow."""
+    `auto` settings from it (auto.py), fit the tokenizer and tokenize: each from the data cache
+    (data/cache.py) when the same files were prepared so before. Imports no TensorFlow."""
     from bilstm_cli import auto
     from bilstm_cli.checkpoint import check_resume
-    from bilstm_cli.data import load_splits, summarize
+    from bilstm_cli.data import load_splits
+    from bilstm_cli.data.cache import DataCache
+    from bilstm_cli.data.splits import class_weights
     from bilstm_cli.runs import check_output_dir
-    from bilstm_cli.text import tokenizer_for
 
     def check(resolved: Config) -> bool:
         return check_folders and check_resume(resume, resolved.model_dump(mode="json"), force)
@@ -102,14 +107,30 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
         check_output_dir(cfg.output.dir)
     elif resume is not None and not auto.has_auto(cfg):
         continuing = check(cfg)  # before the data is read: a refusal comes at once
-    splits = load_splits(cfg.data, cfg.training.seed)
+    cache = DataCache.open(log, warn)
+    splits, key = cache.splits(cfg.data, cfg.training.seed,
+                               lambda: load_splits(cfg.data, cfg.training.seed))
     resolved, notes = auto.resolve(cfg, splits.train.texts)
     if resume is not None and resolved is not cfg:
         continuing = check(resolved)
-    tokenizer = tokenizer_for(resolved.data, splits.train.texts)
-    summary = summarize(splits, resolved, tokenizer)
-    summary["settings"] = notes
-    return Training(resolved, splits, tokenizer, summary, resume, continuing)
+    tokens = cache.tokens(key, resolved.data, lambda: _tokenize(resolved, splits))
+    # The class weights follow training.class_weight, which is not part of the cache's key.
+    summary = {**tokens.summary, "settings": notes,
+               "class_weight": class_weights(resolved.training.class_weight,
+                                             splits.labels or sorted(set(splits.train.labels)),
+                                             splits.train.labels)}
+    return Training(resolved, splits, tokens.tokenizer, summary, resume, continuing, tokens)
+
+
+def _tokenize(config: Config, splits: Splits) -> Tokens:
+    """The tokenizer fitted on the training texts, the data summary, the token ids."""
+    from bilstm_cli.data import summarize
+    from bilstm_cli.data.cache import Tokens
+    from bilstm_cli.text import encode, tokenizer_for
+
+    tokenizer = tokenizer_for(config.data, splits.train.texts)
+    return Tokens(tokenizer, summarize(splits, config, tokenizer),
+                  encode(tokenizer, splits.train.texts), encode(tokenizer, splits.validation.texts))
 
 
 def train(source: ConfigSource = None, overrides: Sequence[str] = (),

@@ -41,6 +41,7 @@ from bilstm_cli.checkpoint import (
 )
 from bilstm_cli.config import Config, TrainingConfig, config_to_yaml, with_absolute_data_paths
 from bilstm_cli.data import Splits, load_splits, summarize
+from bilstm_cli.data.cache import Tokens
 from bilstm_cli.data.splits import class_weights
 from bilstm_cli.errors import UserError
 from bilstm_cli.export import export_model
@@ -131,11 +132,13 @@ def train(
     warn: Log | None = None,
     tokenizer: Tokenizer | None = None,
     progress: ProgressFactory | None = None,
+    tokens: Tokens | None = None,
 ) -> TrainResult:
     """Train into `run_dir` (default: a new run folder). With `resume`, continue from its
     `checkpoints/last` (the caller has checked the config: checkpoint.check_resume); without, any
     earlier training in the folder is started over. The folder is locked meanwhile, and run.json
-    follows the run: running, then finished, interrupted or failed."""
+    follows the run: running, then finished, interrupted or failed. `tokens`: the token ids of
+    `splits` by `tokenizer` (api.prepare), and the word vectors' cache."""
     warn = warn or log
     if auto.has_auto(config):  # api.prepare resolved them already, from the same data
         splits = splits or load_splits(config.data, config.training.seed)
@@ -154,7 +157,7 @@ def train(
             versions(tf.__version__, keras.__version__))
         try:
             return _train_in_folder(config, log, run_dir, splits, summary, resume, stop,
-                                    record, tokenizer, progress or QuietProgress)
+                                    record, tokenizer, progress or QuietProgress, tokens)
         except BaseException as exc:
             record.end_for(exc)
             if isinstance(exc, TrainingInterrupted):
@@ -213,6 +216,7 @@ class Prepared:
     # model.embedding_init: cooccurrence, made by the first model that needs them: an
     # ensemble's members start from the same table.
     word_vectors: np.ndarray | None = None
+    tokens: Tokens | None = None  # where the word vectors are cached
 
 
 def _write_run_files(run_dir: Path, config: Config, data: Prepared,
@@ -235,6 +239,7 @@ def _train_in_folder(
     record: RunRecord,
     tokenizer: Tokenizer | None,
     progress: ProgressFactory,
+    tokens: Tokens | None = None,
 ) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
     kinds = accel.select(config.training.kernel, log)
@@ -242,7 +247,7 @@ def _train_in_folder(
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
     log(f"run folder: {run_dir}")
-    data = _prepare(config, log, run_dir, kinds, splits, summary, resume, tokenizer)
+    data = _prepare(config, log, run_dir, kinds, splits, summary, resume, tokenizer, tokens)
     # From here a signal stops at the next safe point: after a batch, or between the steps of
     # the final phase (the epochs are saved by then; `--resume` does what is left).
     stop.graceful = True
@@ -264,8 +269,9 @@ def _train_in_folder(
 
 def _prepare(config: Config, log: Log, run_dir: Path, kinds: accel.Layers,
              splits: Splits | None, summary: dict[str, Any] | None, resume: bool,
-             tokenizer: Tokenizer | None) -> Prepared:
-    """The split, tokenizer, ids and run files every model of the run shares."""
+             tokenizer: Tokenizer | None, tokens: Tokens | None = None) -> Prepared:
+    """The split, tokenizer, ids and run files every model of the run shares (`tokens`:
+    the ids made already, api.prepare)."""
     splits = splits or load_splits(config.data, config.training.seed)
     labels = splits.labels or sorted(set(splits.train.labels))
     if not resume:
@@ -276,12 +282,15 @@ def _prepare(config: Config, log: Log, run_dir: Path, kinds: accel.Layers,
     weights = class_weights(config.training.class_weight, labels, splits.train.labels)
     if weights:
         log("class weights: " + ", ".join(f"{k} {v:.4g}" for k, v in weights.items()))
+    if tokens is None or tokens.tokenizer is not tokenizer:
+        tokens = Tokens(tokenizer, summary, encode(tokenizer, splits.train.texts),
+                        encode(tokenizer, splits.validation.texts))
     data = Prepared(
-        splits, labels, tokenizer, encode(tokenizer, splits.train.texts),
-        encode(tokenizer, splits.validation.texts),
+        splits, labels, tokenizer, tokens.train_ids, tokens.validation_ids,
         None if weights is None else
         np.array([weights[label] for label in splits.train.labels], dtype=np.float32),
-        describe(config.model, tokenizer.get_vocab_size(), len(labels)), kinds, summary)
+        describe(config.model, tokenizer.get_vocab_size(), len(labels)), kinds, summary,
+        tokens=tokens)
     _write_run_files(run_dir, config, data, summary)
     log(f"vocabulary: {tokenizer.get_vocab_size()} tokens; labels: {', '.join(labels)}")
     return data
@@ -465,14 +474,30 @@ def _build(config: Config, log: Log, data: Prepared, fresh: bool) -> keras.Model
     vectors = None
     if config.model.embedding_init == "cooccurrence" and fresh:
         if data.word_vectors is None:
-            started = time.monotonic()
-            data.word_vectors = cooccurrence_vectors(
-                data.train_ids, data.arch.vocab_size, config.model.embedding_dim,
-                config.training.seed)
-            log(f"initial word vectors from the training texts' co-occurrences: "
-                f"{time.monotonic() - started:.1f} s")
+            data.word_vectors = _word_vectors(config, log, data)
         vectors = data.word_vectors
     return build_model(data.arch, data.kinds, vectors, config.model.embedding_init_scale)
+
+
+def _word_vectors(config: Config, log: Log, data: Prepared) -> np.ndarray:
+    """The co-occurrence vectors of the training ids: from the data cache, or made (and
+    cached)."""
+    started = time.monotonic()
+    made: list[bool] = []
+
+    def build() -> np.ndarray:
+        made.append(True)
+        return cooccurrence_vectors(data.train_ids, data.arch.vocab_size,
+                                    config.model.embedding_dim, config.training.seed)
+
+    if data.tokens is None:
+        vectors = build()
+    else:
+        vectors = data.tokens.word_vectors(config.model.embedding_dim, config.training.seed,
+                                           (tf.__version__,), build)
+    how = "from the training texts' co-occurrences" if made else "from the data cache"
+    log(f"initial word vectors {how}: {time.monotonic() - started:.1f} s")
+    return vectors
 
 
 def _tensorboard(run_dir: Path) -> Any:

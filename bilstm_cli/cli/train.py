@@ -70,7 +70,8 @@ def train(
             resume_config_path(resume))
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
                           SHORTCUT_OPTIONS, warn=ui.warn)
-        training = api.prepare(cfg, resume, force, check_folders=not dry_run)
+        training = api.prepare(cfg, resume, force, check_folders=not dry_run, log=ui.info,
+                               warn=ui.warn)
         if dry_run:
             out = ui.stdout_console()
             out.print(config_to_yaml(training.config), markup=False)  # `auto` resolved
