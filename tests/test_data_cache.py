@@ -224,3 +224,20 @@ def test_two_trainings_on_a_cold_cache_both_finish_with_the_same_result(
     run_a, run_c = Path(results[0]["run"]), Path(json.loads(stdout.splitlines()[-1])["run"])
     for name in ("tokenizer.json", "data_summary.json", "labels.json"):
         assert (run_a / name).read_bytes() == (run_c / name).read_bytes(), name
+
+
+def test_a_pipe_is_read_every_time_never_cached(cache_dir, data_files, tmp_path):
+    import threading
+
+    train, test = data_files
+    pipe = tmp_path / "train.pipe"
+    for _ in range(2):
+        os.mkfifo(pipe)
+        writer = threading.Thread(target=lambda: pipe.write_bytes(train.read_bytes()))
+        writer.start()
+        _, logs, warnings = _prepare(f"{pipe}", test, "data.format=tsv")
+        writer.join()
+        pipe.unlink()
+        assert not any("from the data cache" in line for line in logs)
+        assert warnings == []
+    assert _entries(cache_dir) == []

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,13 +118,15 @@ def code_digest(kind: str) -> str:
 
 
 def _file_identity(path: Path) -> list[Any]:
-    stat = path.stat()
-    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):  # a pipe (`<(...)`) reads differently every time
+        raise OSError(f"{path} is not a regular file")
+    return [str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino]
 
 
 def path_identity(value: str) -> list[Any] | None:
-    """A data file's (or folder's: every file in it) identity; None for stdin, or a path that
-    cannot be read (its reader then says why)."""
+    """A data file's (or folder's: every file in it) identity; None for stdin, a pipe, or a
+    path that cannot be read (its reader then says why)."""
     if value == "-":
         return None
     path = Path(value).expanduser()
