@@ -11,12 +11,18 @@ Every measurement is a fresh process started as a user starts it (the `bilstm` c
   runs (ONNX, the default engine; `--engine tf` for comparison), and their CPU time, which says
   what the wall time would be on an idle machine when others share its cores;
 - throughput: the 25,000 IMDB test reviews, one per line, piped through `bilstm predict -` with
-  `--engine onnx` and then `--engine tf` in the same run: wall time including start-up,
-  reviews/s, peak memory (maximum resident set size of that child, from wait4), and whether the
-  two engines give the same labels;
+  `--engine onnx`, `--engine tf` and, when the run has model.int8.onnx (`bilstm export RUN
+  --quantize`), `--engine onnx-int8`, in the same run: wall time including start-up, reviews/s,
+  peak memory (maximum resident set size of that child, from wait4), whether the engines give
+  the same labels, and each model file's size;
+- the arithmetic limit: the multiply-adds per token of the model as shipped (its LSTMs: 4 gates
+  x units x (inputs + units) per direction and layer, times the ensemble's members), the
+  reviews' mean tokens (after truncation), this machine's float32 matmul peak through NumPy, and
+  the share of it each engine reaches;
 - flat memory: --memory-lines short lines through the ONNX engine, peak memory against that of
   1,000 lines.
-Speed goals (issue 5): --help <= 0.5 s, cold predict <= 1.0 s, ONNX throughput >= TensorFlow.
+Speed goals (issue 5): --help <= 0.5 s, cold predict <= 1.0 s, ONNX throughput >= TensorFlow;
+(issue 31) int8 at least 1.5x ONNX's reviews/s, about a quarter of its size.
 """
 
 from __future__ import annotations
@@ -97,6 +103,44 @@ def probabilities_of(path: Path) -> list[float]:
     return [float(line.split("\t")[1]) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def macs_per_token(run: Path) -> int:
+    """Multiply-adds per token of the run's model: its LSTMs (4 gates x units x (inputs +
+    units) per direction and layer), for every ensemble member; the embedding lookup, pooling
+    and dense head are negligible next to them."""
+    from bilstm_cli.runs import read_config
+
+    model = read_config(run).model
+    directions = 2 if model.bidirectional else 1
+    inputs, total = model.embedding_dim, 0
+    for _ in range(model.layers):
+        total += directions * 4 * model.units * (inputs + model.units)
+        inputs = model.units * (2 if model.bidirectional and model.merge_mode == "concat" else 1)
+    return total * model.ensemble
+
+
+def mean_tokens(run: Path, reviews: Path) -> float:
+    """Tokens per review as the model reads them (the run's tokenizer, truncation included)."""
+    from bilstm_cli.text import encode, load_tokenizer
+
+    texts = reviews.read_text(encoding="utf-8").splitlines()
+    return sum(len(ids) for ids in encode(load_tokenizer(run / "tokenizer.json"), texts)) \
+        / max(1, len(texts))
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate (large sgemm through NumPy's BLAS), best of a few."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).random((size, size), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a trained IMDB run folder with model.onnx")
@@ -146,7 +190,8 @@ def main() -> None:
                 "| --- | --- | --- | --- | --- |"]
         print("\n".join(rows), flush=True)
         outputs = {}
-        for engine in ("onnx", "tf"):
+        engines = ["onnx", "tf"] + (["onnx-int8"] if (run / "model.int8.onnx").is_file() else [])
+        for engine in engines:
             outputs[engine] = folder / f"{engine}.tsv"
             wall, rss, _ = timed([*cli, "predict", "-", "--model", str(run), "--engine", engine],
                               stdin=reviews, stdout=outputs[engine])
@@ -157,12 +202,20 @@ def main() -> None:
             rows.append(f"| {engine} | {count:,} | {wall:.1f} | {count / wall:.0f} | "
                         f"{rss} MiB |")
             print(rows[-1], flush=True)
-        same = sum(a == b for a, b in zip(labels_of(outputs["onnx"]), labels_of(outputs["tf"])))
-        gap = max(abs(a - b) for a, b in zip(probabilities_of(outputs["onnx"]),
-                                              probabilities_of(outputs["tf"])))
         printed = len(rows)
-        rows += ["", f"Same label from both engines: {same:,} of {count:,} reviews; largest "
-                 f"difference of the printed probability: {gap:.6f}.", ""]
+        rows.append("")
+        for other in engines[1:]:
+            same = sum(a == b for a, b in zip(labels_of(outputs["onnx"]),
+                                              labels_of(outputs[other])))
+            gap = max(abs(a - b) for a, b in zip(probabilities_of(outputs["onnx"]),
+                                                  probabilities_of(outputs[other])))
+            rows.append(f"- Same label from onnx and {other}: {same:,} of {count:,} reviews; "
+                        f"largest difference of the printed probability: {gap:.6f}.")
+        for engine in engines[2:]:
+            rows.append(f"- {engine}: {results[f'{engine}_rate'] / results['onnx_rate']:.2f}x "
+                        f"onnx's reviews/s, {results[f'{engine}_rate'] / results['tf_rate']:.2f}x "
+                        "tf's.")
+        rows += _arithmetic(run, reviews, engines, results) + [""]
 
         if args.memory_lines:
             small, big = folder / "small.txt", folder / "big.txt"
@@ -179,18 +232,43 @@ def main() -> None:
         print("\n".join(rows[printed:]), flush=True)
         lines += rows
 
+    int8 = ""
+    if "onnx-int8_rate" in results:
+        faster = results["onnx-int8_rate"] >= 1.5 * results["onnx_rate"]
+        int8 = f", int8 >= 1.5x ONNX {'met' if faster else 'MISSED'}"
     verdict = [
         "",
         f"Goals: --help {'met' if results['help'] <= 0.5 else 'MISSED'}, "
         f"cold predict {'met' if results['predict'] <= 1.0 else 'MISSED'}, ONNX throughput >= "
         f"TensorFlow {'met' if results['onnx_rate'] >= results['tf_rate'] else 'MISSED'} "
-        f"({results['onnx_rate'] / results['tf_rate']:.2f}x). Load average after: "
+        f"({results['onnx_rate'] / results['tf_rate']:.2f}x){int8}. Load average after: "
         f"{os.getloadavg()[0]:.2f}.",
     ]
     print("\n".join(verdict))
     if args.markdown:
         with open(args.markdown, "a", encoding="utf-8") as handle:
             handle.write("\n".join(lines + verdict) + "\n")
+
+
+def _arithmetic(run: Path, reviews: Path, engines: list[str],
+                results: dict[str, float]) -> list[str]:
+    """Each engine's reviews/s against the arithmetic limit at this machine's matmul peak, and
+    the model files' sizes."""
+    macs, tokens, peak = macs_per_token(run), mean_tokens(run, reviews), matmul_gflops()
+    limit = peak * 1e9 / (2 * macs * tokens)
+    rows = [f"- Arithmetic: {macs:,} multiply-adds per token (the LSTMs of the model as "
+            f"shipped), {tokens:.0f} tokens per review, so {2 * macs * tokens / 1e6:.0f} MFLOP "
+            f"per review; at this machine's float32 matmul peak ({peak:.0f} GFLOP/s, NumPy) "
+            f"that is at most {limit:,.0f} reviews/s."]
+    rows += [f"- {engine}: {results[f'{engine}_rate']:.0f} reviews/s = "
+             f"{results[f'{engine}_rate'] / limit:.1%} of that limit "
+             f"({1000 / results[f'{engine}_rate']:.2f} ms per review against "
+             f"{1000 / limit:.2f})" for engine in engines]
+    sizes = {"model.onnx": run / "model.onnx", "model.int8.onnx": run / "model.int8.onnx",
+             "model.keras": run / "model.keras"}
+    rows.append("- Model files: " + ", ".join(f"{name} {path.stat().st_size / 2**20:.1f} MiB"
+                                             for name, path in sizes.items() if path.is_file()))
+    return rows
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def load_training_ids(examples: int | None):
-    """IMDB's training split as `bilstm` holds it out (seed 42), tokenized by its tokenizer."""
+def load_training_ids(examples: int | None, test: bool = False):
+    """IMDB's training split as `bilstm` holds it out (seed 42), tokenized by its tokenizer:
+    train ids and labels, validation ids and labels (then test's, with `test`)."""
     from bilstm_cli.config import load_config
     from bilstm_cli.data import load_splits
     from bilstm_cli.text import build_tokenizer, encode
@@ -77,8 +78,25 @@ def load_training_ids(examples: int | None):
     def labels(dataset):
         return [1.0 if label == "positive" else 0.0 for label in dataset.labels]
 
-    return (encode(tokenizer, splits.train.texts), labels(splits.train),
-            encode(tokenizer, splits.validation.texts), labels(splits.validation))
+    kept = [splits.train, splits.validation] + ([splits.test] if test else [])
+    return tuple(part for dataset in kept
+                 for part in (encode(tokenizer, dataset.texts), labels(dataset)))
+
+
+def reference_model():
+    """The reference's model, compiled as the script compiles it."""
+    import keras
+
+    keras.utils.set_random_seed(42)
+    model = keras.Sequential([
+        keras.Input(shape=(None,), dtype="int32"),
+        keras.layers.Embedding(VOCAB, EMBEDDING),
+        keras.layers.Bidirectional(keras.layers.LSTM(UNITS)),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    return model
 
 
 def reference_child(examples: int | None) -> dict:
@@ -92,15 +110,7 @@ def reference_child(examples: int | None) -> dict:
     x_val = keras.utils.pad_sequences(x_val, maxlen=LENGTH)
     y_train, y_val = np.array(y_train), np.array(y_val)
 
-    keras.utils.set_random_seed(42)
-    model = keras.Sequential([
-        keras.Input(shape=(None,), dtype="int32"),
-        keras.layers.Embedding(VOCAB, EMBEDDING),
-        keras.layers.Bidirectional(keras.layers.LSTM(UNITS)),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
-    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    model = reference_model()
 
     class EpochTimes(keras.callbacks.Callback):
         """Training seconds per epoch (to its last batch) and validation seconds after it."""
@@ -138,14 +148,10 @@ def reference_child(examples: int | None) -> dict:
     }
 
 
-def bilstm_child(examples: int | None, output: Path) -> dict:
-    """(b): `bilstm train` through its CLI, with the reference's sizes."""
-    import csv
-
-    import numpy as np
-
-    command = [
-        sys.executable, "-m", "bilstm_cli", "train", "--bidirectional", "--epochs", str(EPOCHS),
+def bilstm_command(examples: int | None, output: Path, epochs: int = EPOCHS) -> list[str]:
+    """`bilstm train` with the reference's model and training: every extra off."""
+    return [
+        sys.executable, "-m", "bilstm_cli", "train", "--bidirectional", "--epochs", str(epochs),
         "--batch-size", str(BATCH), "--output", str(output),
         "--set", f"data.max_tokens={VOCAB}", "--set", f"data.max_length={LENGTH}",
         "--set", f"model.units={UNITS}", "--set", f"model.embedding_dim={EMBEDDING}",
@@ -159,6 +165,15 @@ def bilstm_child(examples: int | None, output: Path) -> dict:
         "--set", "model.embedding_init=random",  # as the script's: like for like at equal epochs
         "--set", "output.name=speed",
     ] + (["--set", f"data.max_examples={examples}"] if examples else [])
+
+
+def bilstm_child(examples: int | None, output: Path) -> dict:
+    """(b): `bilstm train` through its CLI, with the reference's sizes."""
+    import csv
+
+    import numpy as np
+
+    command = bilstm_command(examples, output)
     finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
     if finished.returncode != 0:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from bilstm_cli.data.splits import Splits
 
 FORMAT = 1
-MAX_ENTRIES = 6  # per kind: an IMDB training's entries take about 110 MB together
+MAX_ENTRIES = 6  # per kind: an IMDB training's three entries take about 135 MB
 STALE_TEMPORARY_SECONDS = 3600  # a temporary file this old is from a process that died
 # The data section's keys that choose the tokenizer; the others say how data is read and split.
 TOKENIZER_KEYS = ("tokenizer", "max_tokens", "min_frequency", "lowercase", "max_length",
