@@ -47,14 +47,17 @@ def _warn(message: str) -> None:
 def config(source: ConfigSource = None, overrides: Sequence[str] = (),
            warn: Log | None = None) -> Config:
     """A validated config from a YAML file (a path, or a shipped one by name: imdb, sst2), a
-    dict shaped like the YAML, a Config, or None (the shipped imdb config); then `overrides`,
+    dict shaped like the YAML, a Config, or None (as `bilstm train` without --config: the shipped
+    config of the built-in data set, or for your own files the defaults); then `overrides`,
     as `--set` takes them: ["model.units=128", "training.epochs=2"]."""
-    from bilstm_cli.config import Config, load_config, resolve_config_path
+    from bilstm_cli.config import Config, default_config, load_config, resolve_config_path
 
     if isinstance(source, Config):
         source = source.model_dump(mode="json")
-    if not isinstance(source, Mapping):
-        source = resolve_config_path(None if source is None else str(source))
+    if source is None:
+        source = default_config(overrides)
+    elif not isinstance(source, Mapping):
+        source = resolve_config_path(str(source))
     return load_config(source, list(overrides), warn=warn)
 
 

@@ -10,7 +10,7 @@ import copy
 import difflib
 import os
 import unicodedata
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -228,6 +228,25 @@ def resolve_config_path(name_or_path: str | None) -> Path:
         f"config file not found: {name_or_path} (give a YAML file, or one of the shipped "
         f"configs: {', '.join(names)})"
     )
+
+
+def default_config(overrides: Sequence[str] = ()) -> Path | dict[str, Any]:
+    """What a training without --config starts from: for a built-in data set (data.dataset,
+    imdb unless the overrides name another), its shipped config; for your own files
+    (data.train given, data.dataset not), the schema's defaults, the recipe for any data set
+    (configs/reference.yaml), the same a config file naming only data keys gets."""
+    named: dict[str, Any] = {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        if keys in (("data", "dataset"), ("data", "train")):
+            named[keys[1]] = value
+    dataset = named["dataset"] if "dataset" in named else (
+        None if named.get("train") is not None else "imdb")
+    if dataset is None:
+        return {}
+    shipped = builtin_config_dir() / f"{dataset}.yaml"
+    # An unknown name: the shipped default, whose data.dataset the schema then refuses by name.
+    return shipped if shipped.is_file() else builtin_config_dir() / "imdb.yaml"
 
 
 DATA_PATH_KEYS = ("data.train", "data.validation", "data.test")

@@ -23,8 +23,9 @@ SHORTCUT_OPTIONS = {"model.bidirectional": "--bidirectional", "training.epochs":
 
 def train(
     config: Annotated[str | None, typer.Option(
-        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2.",
-        show_default="imdb")] = None,
+        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2. "
+        "Default: the shipped config of data.dataset (imdb); with data.train, your own files, "
+        "the defaults for any data set (configs/reference.yaml).", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", help="Override a key: section.key=value (value as YAML). Repeatable.")]
         = None,
@@ -55,7 +56,12 @@ def train(
     Ctrl-C or SIGTERM stops after the current batch and saves a checkpoint; continue with
     `bilstm train --resume RUN_DIR`."""
     from bilstm_cli.checkpoint import resume_config_path
-    from bilstm_cli.config import config_to_yaml, load_config, resolve_config_path
+    from bilstm_cli.config import (
+        config_to_yaml,
+        default_config,
+        load_config,
+        resolve_config_path,
+    )
 
     shortcuts = {"model.bidirectional": bidirectional, "training.epochs": epochs,
                  "training.batch_size": batch_size, "training.seed": seed, "output.dir": output,
@@ -66,8 +72,10 @@ def train(
         if resume is not None and output is not None:
             raise UserError("--output chooses where new run folders go; a resumed run stays "
                             f"in {resume}: leave out --output")
-        base = resolve_config_path(config) if config or resume is None else (
-            resume_config_path(resume))
+        if config:
+            base: Path | dict = resolve_config_path(config)
+        else:
+            base = resume_config_path(resume) if resume else default_config(set_ or [])
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
                           SHORTCUT_OPTIONS, warn=ui.warn)
         training = api.prepare(cfg, resume, force, check_folders=not dry_run)
