@@ -67,10 +67,10 @@ class DataConfig(Section):
     validation_by: Literal["text", "sentence", "block"] = "text"
     max_examples: int | None = Field(None, ge=2)
     tokenizer: Literal["word", "wordpiece"] = "word"
-    max_tokens: int | Literal["auto"] = 20000
+    max_tokens: int | Literal["auto"] = "auto"
     min_frequency: int = Field(1, ge=1)
     lowercase: bool = True
-    max_length: int | Literal["auto"] = 200
+    max_length: int | Literal["auto"] = "auto"
     truncate: Literal["end", "start"] = "end"
 
     @field_validator("labels", mode="before")
@@ -118,29 +118,29 @@ class ModelConfig(Section):
     bidirectional: bool = False
     layers: int = Field(1, ge=1, le=8)
     units: int = Field(64, ge=1)
-    embedding_dim: int = Field(128, ge=1)
-    embedding_init: Literal["random", "cooccurrence"] = "random"
+    embedding_dim: int = Field(256, ge=1)
+    embedding_init: Literal["random", "cooccurrence"] = "cooccurrence"
     embedding_init_scale: float = Field(4.0, gt=0.0)
-    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    word_dropout: float = Field(0.25, ge=0.0, lt=1.0)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     merge_mode: Literal["concat", "sum", "ave", "mul"] = "concat"
-    pooling: Literal["last", "max", "mean", "max_mean"] = "last"
+    pooling: Literal["last", "max", "mean", "max_mean"] = "max_mean"
     ensemble: int = Field(1, ge=1, le=16)
 
 
 class TrainingConfig(Section):
-    epochs: int | Literal["auto"] = 5
+    epochs: int | Literal["auto"] = "auto"
     batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(0.001, gt=0.0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    learning_rate: float = Field(0.002, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     clipnorm: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     adversarial: float = Field(0.0, ge=0.0)
     consistency: float = Field(0.0, ge=0.0)
     early_stopping_patience: int = Field(2, ge=0)
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     seed: int = Field(42, ge=0)
     bucket_by_length: bool = True
     threads: int | None = Field(None, ge=1)
