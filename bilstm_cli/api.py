@@ -87,10 +87,12 @@ class Training:
 
 
 def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
-            check_folders: bool = True) -> Training:
+            check_folders: bool = True, like: Training | None = None) -> Training:
     """Check the run folder (a resumed one must hold a compatible config: `force` trains it
     again from the start; a dry run passes check_folders=False), read the data, resolve the
-    `auto` settings from it (auto.py) and fit the tokenizer. Imports no TensorFlow."""
+    `auto` settings from it (auto.py) and fit the tokenizer. Imports no TensorFlow.
+    `like`: a Training with the same data settings and seed (`bilstm compare`'s variants): its
+    split and tokenizer are taken as they are, not made again."""
     from bilstm_cli import auto
     from bilstm_cli.checkpoint import check_resume
     from bilstm_cli.data import load_splits, summarize
@@ -105,11 +107,14 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
         check_output_dir(cfg.output.dir)
     elif resume is not None and not auto.has_auto(cfg):
         continuing = check(cfg)  # before the data is read: a refusal comes at once
-    splits = load_splits(cfg.data, cfg.training.seed)
+    splits = like.splits if like else load_splits(cfg.data, cfg.training.seed)
     resolved, notes = auto.resolve(cfg, splits.train.texts)
     if resume is not None and resolved is not cfg:
         continuing = check(resolved)
-    tokenizer = tokenizer_for(resolved.data, splits.train.texts)
+    if like is not None and (like.config.data, like.config.training.seed) != (
+            resolved.data, resolved.training.seed):
+        raise ValueError("prepare(like=...): the data settings or the seed differ")
+    tokenizer = like.tokenizer if like else tokenizer_for(resolved.data, splits.train.texts)
     summary = summarize(splits, resolved, tokenizer)
     summary["settings"] = notes
     return Training(resolved, splits, tokenizer, summary, resume, continuing)
@@ -254,3 +259,4 @@ def download(name: str, log: Log = _quiet, warn: Log = _warn) -> Path:
         return fetch(name)
     log(f"{name}: already here")
     return found.path
+
