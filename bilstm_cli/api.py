@@ -9,6 +9,8 @@
 
 Importing this module imports no TensorFlow and changes nothing in the process; the functions
 that train or run a Keras model prepare the process (backend.setup) and import it on first use.
+`compare` trains variants of a config side by side and says whether their difference is real;
+`compare_runs` does the same for runs that exist.
 Errors in what you pass (a bad config key, a missing file, a malformed row) raise UserError with
 the message the CLI prints.
 """
@@ -26,8 +28,9 @@ from bilstm_cli import backend
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+    from bilstm_cli.compare.plan import PlannedRun
     from bilstm_cli.config import Config
-    from bilstm_cli.data import Splits
+    from bilstm_cli.data import Dataset, Splits
     from bilstm_cli.predict import Classifier
     from bilstm_cli.train import ProgressFactory, TrainResult
 
@@ -260,3 +263,99 @@ def download(name: str, log: Log = _quiet, warn: Log = _warn) -> Path:
     log(f"{name}: already here")
     return found.path
 
+
+COMPARE_FILES = ("compare.json", "compare.md", "compare.png")
+
+
+@dataclass
+class Comparison:
+    """What `compare` found (compare.json's content) and the files it wrote."""
+
+    report: dict[str, Any]
+    files: list[Path]
+
+
+def compare(source: ConfigSource = None, overrides: Sequence[str] = (),
+            variants: Sequence[str] = (), seeds: int = 3, output: str | Path = "compare",
+            log: Log = _quiet, warn: Log = _warn, progress: ProgressFactory | None = None,
+            command: list[str] | None = None) -> Comparison:
+    """Train each variant (`NAME:key=value,...`; default lstm and bilstm) of a config for
+    `seeds` seeds, each an ordinary run folder in OUTPUT/runs/<variant>-s<seed> on the same
+    split and vocabulary, then compare them (`compare_runs`). Run again after a stop, it keeps
+    the finished runs and resumes the others. Ctrl-C raises TrainingInterrupted."""
+    from dataclasses import replace
+
+    from bilstm_cli.compare import measure
+    from bilstm_cli.compare.plan import plan, state
+
+    output = Path(output)
+    runs = plan(source, overrides, variants, seeds, output, warn)
+    tests: dict[str, Dataset] = {}
+    like: Training | None = None
+    for number, run in enumerate(runs, start=1):
+        where = f"{run.variant}, seed {run.seed} ({number} of {len(runs)}): {run.folder}"
+        status = state(run)
+        if status == "finished":
+            log(f"compare: {where}: finished before, kept")
+            continue
+        log(f"compare: {where}{' (resuming)' if status == 'resume' else ''}")
+        same_data = like is not None and like.config.training.seed == run.seed
+        training = prepare(run.config, run.folder if status == "resume" else None,
+                           like=like if same_data else None)
+        like = like if same_data else training
+        if training.splits.test is not None:
+            tests[measure.test_key(training.config)] = training.splits.test
+        replace(training, run_dir=run.folder).run(log, warn, progress, command)
+    return _compare(_planned_groups(runs), output, log, warn, command, tests)
+
+
+def _planned_groups(runs: list[PlannedRun]) -> list[tuple[str, list[str], list[Path]]]:
+    groups: dict[str, tuple[str, list[str], list[Path]]] = {}
+    for run in runs:
+        groups.setdefault(run.variant, (run.variant, list(run.settings), []))[2].append(
+            run.folder)
+    return list(groups.values())
+
+
+def compare_runs(runs: Sequence[str | Path], output: str | Path = "compare",
+                 log: Log = _quiet, warn: Log = _warn, command: list[str] | None = None
+                 ) -> Comparison:
+    """Compare finished runs tested on the same test set: runs whose configs differ only in
+    the seed are one variant (the first run's is the baseline). Writes compare.json,
+    compare.md and (with matplotlib) compare.png into `output`."""
+    from bilstm_cli.compare import measure, plan
+
+    folders = [Path(run) for run in runs]
+    groups = plan.groups_of(folders, [measure.finished_run(folder) for folder in folders])
+    return _compare(groups, Path(output), log, warn, command)
+
+
+def _compare(groups: list[tuple[str, list[str], list[Path]]], output: Path, log: Log,
+             warn: Log, command: list[str] | None, tests: dict[str, Dataset] | None = None
+             ) -> Comparison:
+    """Measure every run on its test set, then write and return the comparison."""
+    from bilstm_cli.compare import measure, plot, report, tables
+    from bilstm_cli.runs import write_json_atomic, write_text_atomic
+
+    cache = dict(tests or {})
+    measured = []
+    for name, settings, folders in groups:
+        runs = []
+        for folder in folders:
+            config = measure.finished_run(folder)
+            test = measure.test_set(folder, config, cache)
+            log(f"compare: predicting {len(test):,} test texts with {folder}")
+            runs.append(measure.measure(folder, config, load(folder, warn=warn), test))
+        runs.sort(key=lambda run: run.config.training.seed)
+        measured.append(report.Group(name, settings, runs))
+    notes: list[str] = []
+    result = report.build(measured, notes, command)
+    json_file, markdown_file, picture = (output / name for name in COMPARE_FILES)
+    missing = plot.write(result, picture)
+    if missing:
+        notes.append(missing)
+    write_json_atomic(json_file, result)
+    write_text_atomic(markdown_file, tables.markdown(result, None if missing else picture.name))
+    for note in notes:
+        warn(note)
+    return Comparison(result, [json_file, markdown_file] + ([] if missing else [picture]))

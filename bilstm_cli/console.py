@@ -295,3 +295,22 @@ def runs_tsv(runs: list[Mapping[str, Any]]) -> str:
     """`bilstm runs` into a pipe or file: the same columns, tab-separated, with a header."""
     lines = ["\t".join(RUN_COLUMNS)] + ["\t".join(_run_cells(run)) for run in runs]
     return "\n".join(lines) + "\n"
+
+
+def compare_tables(report: Mapping[str, Any], console: Console) -> list[Table]:
+    """`bilstm compare`'s tables (compare/tables.py's rows), each with its notes below."""
+    from bilstm_cli.compare.tables import tables
+
+    made = []
+    for rows in tables(dict(report)):
+        table = _table(console, rows.title)
+        for index, name in enumerate(rows.header):
+            table.add_column(name, justify="left" if index == 0 else "right",
+                             overflow="fold")
+        for cells in rows.rows:
+            table.add_row(*cells)
+        if rows.notes:
+            table.caption = "\n".join(rows.notes)
+            table.caption_justify = "left"
+        made.append(table)
+    return made
