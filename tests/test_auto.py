@@ -27,6 +27,17 @@ def test_lengths_and_vocabulary_follow_the_training_texts():
         "data.max_tokens", "data.max_length", "training.epochs"]
 
 
+def test_wordpiece_resolves_from_a_bounded_vocabulary():
+    # A WordPiece trainer asked for an unbounded vocabulary tried to allocate 70 GB: the words
+    # are counted by the word trainer, the lengths measured in the pieces of the real vocabulary.
+    texts = [f"unbelievable{i % 7} reading{i % 5} of things" for i in range(200)]
+    words, _ = auto.resolve(_config(), texts)
+    pieces, notes = auto.resolve(_config("data.tokenizer=wordpiece"), texts)
+    assert pieces.data.max_tokens == words.data.max_tokens
+    assert pieces.data.max_length >= words.data.max_length
+    assert len(notes) == 3
+
+
 def test_epochs_give_about_the_same_number_of_updates():
     def epochs(texts: int, *overrides: str) -> int:
         return auto.resolve(_config(*overrides), ["a b"] * texts)[0].training.epochs

@@ -19,8 +19,9 @@ from bilstm_cli.errors import UserError
 
 def compare(
     config: Annotated[str | None, typer.Option(
-        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2.",
-        show_default="imdb")] = None,
+        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2. "
+        "Default: as for `bilstm train` (the shipped config of data.dataset; with data.train, "
+        "the defaults).", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", help="Override a key for every variant: section.key=value. Repeatable.")]
         = None,

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bilstm_cli.config import Config, load_config, parse_override, resolve_config_path
+from bilstm_cli.config import (
+    Config,
+    default_config,
+    load_config,
+    parse_override,
+    resolve_config_path,
+)
 from bilstm_cli.errors import UserError
 
 # Without --variant: the config's model, one direction and two.
@@ -83,21 +89,24 @@ def variants_from(specs: Sequence[str]) -> list[Variant]:
     return variants
 
 
-def _base(source: Any) -> Path | Mapping[str, Any]:
+def _base(source: Any, overrides: Sequence[str]) -> Path | Mapping[str, Any]:
     """A config source as load_config takes it: a YAML file (a path or a shipped config's
-    name; None: the default one) or a mapping shaped like the YAML (or a Config)."""
+    name; None: as `bilstm train` without --config, default_config) or a mapping shaped like
+    the YAML (or a Config)."""
     if isinstance(source, Config):
         return source.model_dump(mode="json")
     if isinstance(source, Mapping):
         return source
-    return resolve_config_path(None if source is None else str(source))
+    if source is None:
+        return default_config(overrides)
+    return resolve_config_path(str(source))
 
 
 def variant_config(source: Any, overrides: Sequence[str], variant: Variant,
                    warn: Callable[[str], None] | None = None) -> Config:
     """The config with `overrides`, then the variant's settings (errors name the variant)."""
     extra = {".".join(keys): value for keys, value in map(parse_override, variant.settings)}
-    return load_config(_base(source), list(overrides), extra,
+    return load_config(_base(source, overrides), list(overrides), extra,
                        dict.fromkeys(extra, f"--variant {variant.name}"), warn=warn)
 
 
@@ -106,7 +115,7 @@ def plan(source: Any, overrides: Sequence[str], specs: Sequence[str], seeds: int
     """Every variant x seed to train, seed by seed (a stop leaves whole seeds done); refused
     when two variants come out the same, or a run folder already there was trained with
     another config."""
-    base = load_config(_base(source), list(overrides), warn=warn)
+    base = load_config(_base(source, overrides), list(overrides), warn=warn)
     if base.data.dataset is None and not base.data.test:
         raise UserError("compare scores the variants on a test set, and the config gives none: "
                         "add --set data.test=FILE")
