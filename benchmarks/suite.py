@@ -7,11 +7,11 @@
 Each FOLDER holds `train.tsv` and `test.tsv` (headered `text<TAB>label`); without folders, every
 sub-folder of $BILSTM_DATA_DIR/suite. For each data set and seed it runs, as a user would,
 
-    bilstm train --set data.dataset=null --set data.train=FOLDER/train.tsv \\
-        --set data.test=FOLDER/test.tsv --bidirectional --seed SEED [--set KEY=VALUE ...]
+    bilstm train --set data.train=FOLDER/train.tsv --set data.test=FOLDER/test.tsv \\
+        --bidirectional --seed SEED [--set KEY=VALUE ...]
 
-the README's way to train on your own files, so the recipe under test is what a user gets
-(today configs/imdb.yaml's, with any --set given here, e.g. --set data.max_length=auto).
+the README's way to train on your own files, so the recipe under test is what a user gets: the
+defaults (configs/reference.yaml), with any --set given here.
 `--builtin imdb sst2` adds `bilstm train -c imdb|sst2 --bidirectional --seed SEED` (15 and 5
 minutes here). Settings are chosen on validation, so the test split is read only for this table;
 `--validation-only` leaves the test files out of the runs (for choosing settings).
@@ -52,7 +52,7 @@ def train_bilstm(data: str | Path, seed: int, bidirectional: bool, overrides: li
     """One `bilstm train` in its own process; its metrics and times. Without `test`, the test
     file is not given to it (choosing settings: the run reads only train and validation)."""
     if isinstance(data, Path):
-        command = ["--set", "data.dataset=null", "--set", f"data.train={data / 'train.tsv'}"]
+        command = ["--set", f"data.train={data / 'train.tsv'}"]
         command += ["--set", f"data.test={data / 'test.tsv'}"] if test else []
     else:
         command = ["-c", data]
