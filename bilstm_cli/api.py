@@ -88,7 +88,7 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
     """Check the run folder (a resumed one must hold a compatible config: `force` trains it
     again from the start; a dry run passes check_folders=False), read the data, resolve the
     `auto` settings from it (auto.py) and fit the tokenizer. Imports no TensorFlow."""
-    from bilstm_cli import auto
+    from bilstm_cli import auto, distribute
     from bilstm_cli.checkpoint import check_resume
     from bilstm_cli.data import load_splits, summarize
     from bilstm_cli.runs import check_output_dir
@@ -97,6 +97,7 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
     def check(resolved: Config) -> bool:
         return check_folders and check_resume(resume, resolved.model_dump(mode="json"), force)
 
+    distribute.check(cfg.training.distribute, resume is not None)  # TF_CONFIG, before the data
     continuing = False
     if resume is None and check_folders:
         check_output_dir(cfg.output.dir)
