@@ -38,6 +38,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -147,9 +148,10 @@ def lost_workers(place: Cluster | None, run_dir: Path) -> Iterator[None]:
                "others with their first command" if folder else
                "restart every worker (the chief with `bilstm train --resume RUN_DIR`, the "
                "others with their first command)")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"multi_worker ({place.task}): the cluster lost a worker ({first[:300]})"
-                        f"; training continues from the chief's last checkpoint: {how}") from None
+        said = re.sub(r"\{\{[^}]*\}\}\s*", "", str(exc)).strip().split("\n")[0][:200]
+        raise UserError(f"multi_worker ({place.task}): a worker of the cluster stopped "
+                        f"({type(exc).__name__}: {said or '-'}); training continues from the "
+                        f"chief's last checkpoint: {how}") from None
 
 
 @dataclass
@@ -241,9 +243,19 @@ class Plan:
         return model if self.strategy is None else copy(model)
 
 
-def start(mode: str, log: Log, place: Cluster | None = None) -> Plan:
-    """The plan for `training.distribute` (`place`: this process's, for multi_worker). Creates
-    the strategy, so call it before anything else runs on TensorFlow (the thread pools aside)."""
+def start(mode: str, log: Log, batch_size: int = 0) -> Plan:
+    """The plan for `training.distribute`. Creates the strategy, so call it before anything
+    else runs on TensorFlow (the thread pools aside). Says so when `batch_size` does not split
+    evenly among the replicas."""
+    plan = _start(mode, log)
+    if batch_size % plan.replicas:
+        log(f"training.batch_size {batch_size} does not split evenly among {plan.replicas} "
+            "replicas: Keras averages the replicas' mean losses, so in a batch the texts of a "
+            "smaller share weigh more than on one device (docs/distribute.md)")
+    return plan
+
+
+def _start(mode: str, log: Log) -> Plan:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -259,7 +271,7 @@ def start(mode: str, log: Log, place: Cluster | None = None) -> Plan:
         log(f"training.distribute: mirrored on {where}: {plan.replicas} replica(s), each "
             f"batch split among them")
         return plan
-    place = place or cluster(mode)
+    place = cluster(mode)
     assert place is not None
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     plan = Plan("multi_worker", strategy, place, strategy.num_replicas_in_sync)

@@ -240,7 +240,7 @@ def _train_in_folder(
     progress: ProgressFactory,
 ) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
-    plan = distribute.start(config.training.distribute, log)
+    plan = distribute.start(config.training.distribute, log, config.training.batch_size)
     record.update(distribute=plan.record())
     with plan.scope():  # the speed-ups say whether they run under it
         kinds = accel.select(config.training.kernel, log)
