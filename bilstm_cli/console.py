@@ -262,8 +262,9 @@ def datasets_table(rows: list[tuple[str, str, str, str]], console: Console) -> T
 
 
 
-RUN_COLUMNS = ("run", "started", "data", "model", "replicas", "epochs", "best val acc",
-               "best epoch", "test acc", "state")
+# New columns go last: scripts read the TSV by position.
+RUN_COLUMNS = ("run", "started", "data", "model", "epochs", "best val acc", "best epoch",
+               "test acc", "state", "replicas")
 
 
 def _run_cells(run: Mapping[str, Any]) -> list[str]:
@@ -279,8 +280,8 @@ def _run_cells(run: Mapping[str, Any]) -> list[str]:
     if run.get("strategy") not in (None, "none"):  # e.g. "2 mirrored"
         replicas += f" {run['strategy']}"
     return [run["name"] + (" *" if run.get("latest") else ""), started, run["dataset"] or "-",
-            run["model"] or "-", replicas, epochs, number(run["best_val_accuracy"]),
-            best_epoch, number(run["test_accuracy"]), run["state"]]
+            run["model"] or "-", epochs, number(run["best_val_accuracy"]),
+            best_epoch, number(run["test_accuracy"]), run["state"], replicas]
 
 
 def runs_table(runs: list[Mapping[str, Any]], console: Console) -> Table:
