@@ -53,6 +53,10 @@ from bilstm_cli.errors import UserError
 MODES = ("auto", "none", "mirrored", "multi_worker")
 Log = Callable[[str], None]
 HELP = "see docs/distribute.md"
+# One strategy per mode and process, made once: a second MirroredStrategy over the same devices
+# starts its collectives' keys over and meets the first one's (TensorFlow: "Shape mismatch in
+# the collective instance"), and MultiWorkerMirroredStrategy can only be made at start-up.
+STRATEGIES: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,8 @@ def _start(mode: str, log: Log) -> Plan:
         return Plan("none")
     if mode == "mirrored":
         devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices)
+        strategy = STRATEGIES.get(mode) or tf.distribute.MirroredStrategy(devices)
+        STRATEGIES[mode] = strategy
         plan = Plan("mirrored", strategy, None, strategy.num_replicas_in_sync)
         where = f"{len(gpus)} GPUs" if gpus else f"{plan.replicas} CPU device(s)"
         log(f"training.distribute: mirrored on {where}: {plan.replicas} replica(s), each "
@@ -273,7 +278,8 @@ def _start(mode: str, log: Log) -> Plan:
         return plan
     place = cluster(mode)
     assert place is not None
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = STRATEGIES.get(mode) or tf.distribute.MultiWorkerMirroredStrategy()
+    STRATEGIES[mode] = strategy
     plan = Plan("multi_worker", strategy, place, strategy.num_replicas_in_sync)
     writes = "writes the run folder" if place.chief else "writes a temporary folder"
     log(f"training.distribute: multi_worker, {place.task} (rank {place.rank} of "
