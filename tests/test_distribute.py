@@ -108,6 +108,20 @@ def test_the_cli_refuses_a_missing_or_malformed_tf_config_and_a_worker_resume(da
     assert bad.returncode == 2 and "training.distribute" in bad.stderr
 
 
+def test_workers_compare_the_job_but_not_where_files_are():
+    """What `agree` compares: the config less data paths, output and threads; the tokenizer;
+    the split sizes."""
+    from bilstm_cli.config import load_config
+
+    def job(*overrides: str, tokenizer: str = "{}") -> dict:
+        config = load_config(TINY_CONFIG, ["data.train=/a/train.tsv", *overrides])
+        return distribute.job(config, tokenizer, {"train": 216, "validation": 24})
+
+    assert job() == job("data.train=/elsewhere/train.tsv", "output.dir=/x", "training.threads=1")
+    assert job()["config"] != job("training.epochs=3")["config"]
+    assert job()["tokenizer"] != job(tokenizer='{"other": 1}')["tokenizer"]
+
+
 # ---- mirrored: two replicas on a CPU split in two ---------------------------------------------
 
 MIRRORED = """
