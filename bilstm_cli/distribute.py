@@ -252,6 +252,9 @@ def start(mode: str, log: Log, batch_size: int = 0) -> Plan:
     else runs on TensorFlow (the thread pools aside). Says so when `batch_size` does not split
     evenly among the replicas."""
     plan = _start(mode, log)
+    if plan.mode != "multi_worker" and os.environ.get("TF_CONFIG"):
+        log(f"TF_CONFIG is set, but training.distribute is {mode}: this process trains alone "
+            "(set training.distribute=multi_worker to train with the cluster)")
     if batch_size % plan.replicas:
         log(f"training.batch_size {batch_size} does not split evenly among {plan.replicas} "
             "replicas: Keras averages the replicas' mean losses, so in a batch the texts of a "
@@ -272,7 +275,7 @@ def _start(mode: str, log: Log) -> Plan:
         strategy = STRATEGIES.get(mode) or tf.distribute.MirroredStrategy(devices)
         STRATEGIES[mode] = strategy
         plan = Plan("mirrored", strategy, None, strategy.num_replicas_in_sync)
-        where = f"{len(gpus)} GPUs" if gpus else f"{plan.replicas} CPU device(s)"
+        where = f"{len(gpus)} GPU(s)" if gpus else f"{plan.replicas} CPU device(s)"
         log(f"training.distribute: mirrored on {where}: {plan.replicas} replica(s), each "
             f"batch split among them")
         return plan
