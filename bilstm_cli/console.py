@@ -262,9 +262,10 @@ def datasets_table(rows: list[tuple[str, str, str, str]], console: Console) -> T
 
 
 
-# New columns go last: scripts read the TSV by position.
+# The state stays last and the earlier columns where they were: scripts read the TSV by
+# position.
 RUN_COLUMNS = ("run", "started", "data", "model", "epochs", "best val acc", "best epoch",
-               "test acc", "state", "replicas")
+               "test acc", "replicas", "state")
 
 
 def _run_cells(run: Mapping[str, Any]) -> list[str]:
@@ -281,7 +282,7 @@ def _run_cells(run: Mapping[str, Any]) -> list[str]:
         replicas += f" {run['strategy']}"
     return [run["name"] + (" *" if run.get("latest") else ""), started, run["dataset"] or "-",
             run["model"] or "-", epochs, number(run["best_val_accuracy"]),
-            best_epoch, number(run["test_accuracy"]), run["state"], replicas]
+            best_epoch, number(run["test_accuracy"]), replicas, run["state"]]
 
 
 def runs_table(runs: list[Mapping[str, Any]], console: Console) -> Table:

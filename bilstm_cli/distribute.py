@@ -34,6 +34,7 @@ Keras 3 pitfalls met here, checked on TensorFlow 2.21.0 with Keras 3.15.1, and w
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -42,7 +43,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,7 @@ def lost_workers(place: Cluster | None, run_dir: Path) -> Iterator[None]:
         said = re.sub(r"\{\{[^}]*\}\}\s*", "", str(exc)).strip().split("\n")[0][:200]
         raise UserError(f"multi_worker ({place.task}): a worker of the cluster stopped "
                         f"({type(exc).__name__}: {said or '-'}); training continues from the "
-                        f"chief's last checkpoint: {how}") from None
+                        f"chief's last checkpoint (if one was written): {how}") from None
 
 
 @dataclass
@@ -166,7 +167,6 @@ class Plan:
     strategy: Any = None  # tf.distribute.Strategy
     place: Cluster | None = None
     replicas: int = 1
-    trainer_classes: dict[type, type] = field(default_factory=dict, repr=False)
 
     @property
     def chief(self) -> bool:
@@ -209,9 +209,8 @@ class Plan:
         from bilstm_cli.regularizers.base import Regularizer
 
         base = type(model) if isinstance(model, Regularizer) else keras.Model
-        if self.workers > 1 and base not in self.trainer_classes:
-            self.trainer_classes[base] = _replicated(base)
-        made = self.trainer_classes.get(base, base)(model.inputs, model.outputs, name=model.name)
+        kind = _replicated(base) if self.workers > 1 else base
+        made = kind(model.inputs, model.outputs, name=model.name)
         if hasattr(model, "strength"):  # a regularizer's
             made.strength = model.strength
         return made
@@ -223,8 +222,6 @@ class Plan:
         fail (TensorFlow asks for a placeholder's value)."""
         if self.strategy is None:
             return
-        import numpy as np
-
         outputs = trainer.outputs[0].shape[-1]
         y = np.zeros((1, 1) if outputs == 1 else (1,), "float32" if outputs == 1 else "int32")
         y_pred = np.full((1, outputs), 1.0 / max(outputs, 2), "float32")
@@ -290,6 +287,7 @@ def _start(mode: str, log: Log) -> Plan:
     return plan
 
 
+@functools.cache
 def _replicated(base: type) -> type:
     """`base` (keras.Model or a regularizer) with steps that return one-element logs: under
     MultiWorkerMirroredStrategy Keras reduces each log along axis 0 (keras/src/backend/
@@ -310,6 +308,7 @@ def _replicated(base: type) -> type:
     return Replicated
 
 
+@functools.cache
 def summed_clipping(adam: type) -> type:
     """`adam` with `clipnorm` applied as on one device: to each variable's gradient summed over
     the replicas. Keras clips each replica's share before the optimizer sums the shares; here

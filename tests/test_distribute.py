@@ -294,8 +294,8 @@ def test_two_workers_train_as_one_device_into_the_chiefs_folder(two_workers, mir
                         cwd=data)
     assert predicted.returncode == 0 and predicted.stdout.startswith("pos"), predicted.stderr
     listed = run_cli("runs", str(tmp / "runs"), cwd=data).stdout.splitlines()
-    assert listed[0].split("\t")[-1] == "replicas"
-    assert listed[1].split("\t")[-1] == "2 multi_worker"
+    assert listed[0].split("\t")[-2:] == ["replicas", "state"]
+    assert listed[1].split("\t")[-2:] == ["2 multi_worker", "finished"]
 
 
 def test_a_worker_killed_after_the_first_epoch_then_the_job_restarted(two_workers, data,
