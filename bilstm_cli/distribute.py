@@ -451,7 +451,8 @@ def share_result(plan: Plan, run_dir: Path | None, metrics: dict[str, Any] | Non
     if plan.workers < 2:
         assert run_dir is not None and metrics is not None
         return run_dir, metrics
-    sent = json.dumps({"run_dir": str(run_dir), "metrics": metrics}) if plan.chief else None
+    sent = json.dumps({"run_dir": str(Path(str(run_dir)).absolute()), "metrics": metrics}) \
+        if plan.chief else None
     shared = json.loads(_broadcast(plan, sent.encode() if sent else None))
     return Path(shared["run_dir"]), shared["metrics"]
 
