@@ -96,7 +96,7 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
     `auto` settings from it (auto.py) and fit the tokenizer. Imports no TensorFlow.
     `like`: a Training with the same data settings and seed (`bilstm compare`'s variants): its
     split and tokenizer are taken as they are, not made again."""
-    from bilstm_cli import auto
+    from bilstm_cli import auto, distribute
     from bilstm_cli.checkpoint import check_resume
     from bilstm_cli.data import load_splits, summarize
     from bilstm_cli.runs import check_output_dir
@@ -105,6 +105,7 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
     def check(resolved: Config) -> bool:
         return check_folders and check_resume(resume, resolved.model_dump(mode="json"), force)
 
+    distribute.check(cfg.training.distribute, resume is not None)  # TF_CONFIG, before the data
     continuing = False
     if resume is None and check_folders:
         check_output_dir(cfg.output.dir)

@@ -40,10 +40,12 @@ ARRAYS_FILE = "arrays.npz"
 FORMAT = 1
 
 # Keys that may differ between a run and its resumption without changing the result:
-# where files go, threads, logging, how often to checkpoint, and training for longer.
+# where files go, threads, logging, how often to checkpoint, and training for longer. And the
+# devices it trains on (training.distribute), so a job can go on with fewer machines: from the
+# resume on, its numbers are those of the other strategy (docs/distribute.md).
 RESUME_SAFE_KEYS = frozenset({
     "training.epochs", "training.threads", "training.tensorboard",
-    "training.checkpoint_every", "output.dir", "output.name",
+    "training.checkpoint_every", "training.distribute", "output.dir", "output.name",
 })
 
 

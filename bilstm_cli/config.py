@@ -149,6 +149,8 @@ class TrainingConfig(Section):
     kernel: Literal["auto", "keras", "fused"] = "auto"
     checkpoint_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = "epoch"
     deterministic: bool = False
+    # tf.distribute (distribute.py): auto is mirrored when more than one GPU is visible.
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
 
     @field_validator("epochs", mode="before")
     @classmethod

@@ -249,6 +249,9 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "best_val_loss": best_row.get("val_loss") if best_row else None,
         "test_accuracy": test.get("accuracy") if test else None,
         "state": run_state(run_dir, record),
+        # tf.distribute (distribute.py); runs from before it trained on one device
+        "strategy": ((record or {}).get("distribute") or {}).get("strategy", "none"),
+        "replicas": ((record or {}).get("distribute") or {}).get("replicas", 1),
     }
     count = int(model.get("ensemble") or 1)
     if count > 1:
