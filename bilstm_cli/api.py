@@ -133,11 +133,20 @@ def train(source: ConfigSource = None, overrides: Sequence[str] = (),
 def load(run: str | Path | None = None, engine: str = "auto", warn: Log = _warn
          ) -> Classifier:
     """A trained run as a classifier (default runs/latest). engine: auto (ONNX Runtime when
-    the run has an up-to-date model.onnx, else Keras: `warn` says why), onnx or tf."""
-    from bilstm_cli.predict import Classifier, choose_engine
+    the run has an up-to-date model.onnx, else Keras: `warn` says why), onnx, onnx-int8 (the
+    int8 model `export(quantize=True)` writes) or tf. `run` may name an int8 ONNX file
+    (RUN/model.int8.onnx): that file is run."""
+    from bilstm_cli.errors import UserError
+    from bilstm_cli.predict import Classifier, OnnxEngine, choose_engine
+    from bilstm_cli.quantize import is_int8_file
     from bilstm_cli.runs import ONNX_FILE, resolve_model
 
     run_dir = resolve_model(None if run is None else str(run))
+    if run is not None and Path(run).is_file() and is_int8_file(Path(run)):
+        if engine not in ("auto", "onnx-int8"):
+            raise UserError(f"{run} is an int8 ONNX model, which engine {engine} does not run: "
+                            "leave the engine at auto (--engine auto), or give the run folder")
+        return Classifier(run_dir, OnnxEngine(Path(run)))
     chosen = choose_engine(run_dir, engine)
     if engine == "auto" and chosen == "tf":
         if (run_dir / ONNX_FILE).is_file():
@@ -196,19 +205,22 @@ def evaluate(data: str | Path, run: str | Path | None = None, data_format: str =
                  f"e.g. {dataset.bad_rows[0]}")
         for note in dataset.notes:  # e.g. a sub-folder that is not one of the labels
             warn(note)
-    report = evaluate_dataset(load(run_dir, engine, warn), dataset, batch_size)
+    report = evaluate_dataset(load(run or run_dir, engine, warn), dataset, batch_size)
     report["skipped_rows"] = dataset.skipped
     return report
 
 
-def export(run: str | Path | None = None, output: Path | None = None) -> Path:
-    """Write a run's model as ONNX (default RUN/model.onnx) and return the file's path."""
+def export(run: str | Path | None = None, output: Path | None = None,
+           quantize: bool = False) -> Path:
+    """Write a run's model as ONNX (default RUN/model.onnx) and return the file's path. With
+    `quantize`, also its int8 twin next to it (model.int8.onnx: `quantize.int8_path`), which
+    `load(run, "onnx-int8")` runs; an int8 twin already there is rewritten either way."""
     from bilstm_cli.runs import resolve_model
 
     backend.setup(filter_native_logs=False)
     from bilstm_cli.export import export_run
 
-    return export_run(resolve_model(None if run is None else str(run)), output)
+    return export_run(resolve_model(None if run is None else str(run)), output, quantize)
 
 
 def runs(folder: str | Path = "runs") -> list[dict[str, Any]]:

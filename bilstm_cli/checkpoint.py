@@ -46,6 +46,7 @@ FORMAT = 1
 RESUME_SAFE_KEYS = frozenset({
     "training.epochs", "training.threads", "training.tensorboard",
     "training.checkpoint_every", "training.distribute", "output.dir", "output.name",
+    "output.quantize",
 })
 
 

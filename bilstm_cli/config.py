@@ -197,6 +197,7 @@ class TrainingConfig(Section):
 class OutputConfig(Section):
     dir: str = "runs"
     name: str | None = None
+    quantize: bool = False
 
 
 class Config(Section):

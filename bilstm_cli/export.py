@@ -266,12 +266,18 @@ def export_model(model: Any, arch: Architecture, path: Path) -> Path:
     return path
 
 
-def export_run(run_dir: Path, output: Path | None = None) -> Path:
-    """Load a run's `model.keras` (imports TensorFlow) and write `model.onnx` (or `output`)."""
+def export_run(run_dir: Path, output: Path | None = None, quantize: bool = False) -> Path:
+    """Load a run's `model.keras` (imports TensorFlow) and write `model.onnx` (or `output`).
+    With `quantize`, or when its int8 twin (quantize.int8_path) is already there, that is
+    (re)written too, so the two never hold different models. Returns the float model's path."""
     from bilstm_cli.model import architecture_of
     from bilstm_cli.predict import load_run_model
+    from bilstm_cli.quantize import int8_path, quantize_model
     from bilstm_cli.runs import ONNX_FILE, read_config
 
     config = read_config(run_dir)
     model = load_run_model(run_dir)
-    return export_model(model, architecture_of(model, config.model), output or run_dir / ONNX_FILE)
+    path = export_model(model, architecture_of(model, config.model), output or run_dir / ONNX_FILE)
+    if quantize or int8_path(path).is_file():
+        quantize_model(path)
+    return path

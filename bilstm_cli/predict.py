@@ -3,7 +3,8 @@
 The classifier needs only the run folder's tokenizer, labels and model. Texts are tokenized here,
 outside TensorFlow; the engine maps padded id batches to class probabilities: ONNX Runtime on
 `model.onnx` when the run has one (no TensorFlow import, so a cold `predict` answers in well under
-a second), else Keras on `model.keras`.
+a second), else Keras on `model.keras`; or, when asked, ONNX Runtime on `model.int8.onnx`, the
+same model with int8 weights (quantize.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import numpy as np
 from bilstm_cli.errors import UserError
 from bilstm_cli.records import MISSING, json_field
 from bilstm_cli.runcheck import ModelShape, check_fits, check_keras_file, keras_shape, onnx_shape
-from bilstm_cli.runs import MODEL_FILE, ONNX_FILE, RUN_FILE, TOKENIZER_FILE, read_labels
+from bilstm_cli.runs import (
+    INT8_ONNX_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    RUN_FILE,
+    TOKENIZER_FILE,
+    read_labels,
+)
 from bilstm_cli.text import encode, length_batches, load_tokenizer, pad
 
 
@@ -89,15 +97,22 @@ class TensorFlowEngine:
 
 
 class OnnxEngine:
-    """Runs `model.onnx` on ONNX Runtime: the same numbers as Keras, without TensorFlow."""
+    """Runs `model.onnx` on ONNX Runtime: the same numbers as Keras, without TensorFlow (or
+    `model.int8.onnx`: within quantization's rounding of them)."""
 
     name = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        from bilstm_cli.quantize import is_int8_file
+
+        if is_int8_file(path):
+            self.name = "onnx-int8"
+        flag = " --quantize" if is_int8_file(path) else ""
+        remake = f"`bilstm export {path.parent}{flag}`"
         if not path.is_file():
-            raise UserError(f"{path} is missing: write it with `bilstm export {path.parent}`")
+            raise UserError(f"{path} is missing: write it with {remake}")
         options = ort.SessionOptions()
         # One LSTM op at a time: the cores go to the op itself (a batch of texts gains little
         # beyond 4 threads, and a pipeline tool should leave cores to its neighbours). Threads do
@@ -111,7 +126,7 @@ class OnnxEngine:
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own, unexported error types
             raise UserError(f"{path}: cannot load the ONNX model ({exc}); re-create it with "
-                            f"`bilstm export {path.parent}`") from None
+                            f"{remake}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
 
@@ -122,16 +137,20 @@ class OnnxEngine:
         return self.session.run(None, {self.input_name: ids.astype(np.int32, copy=False)})[0]
 
 
-ENGINES = ("auto", "onnx", "tf")
+ENGINES = ("auto", "onnx", "onnx-int8", "tf")
 
 
 def choose_engine(run_dir: Path, engine: str = "auto") -> str:
-    """`onnx` or `tf` for a run: auto takes ONNX when `model.onnx` is there and not older than
-    `model.keras` (an older one would predict with outdated weights), or when the run finished:
-    a finished training exports its final model, and a copied run folder (`cp -r`, an unzip)
-    has the copy's file times, in any order."""
+    """`onnx`, `onnx-int8` or `tf` for a run: auto takes ONNX when `model.onnx` is there and not
+    older than `model.keras` (an older one would predict with outdated weights), or when the run
+    finished: a finished training exports its final model, and a copied run folder (`cp -r`, an
+    unzip) has the copy's file times, in any order. auto never takes the int8 model: its
+    answers are rounded, so it runs only when asked for."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "onnx-int8" and not (run_dir / INT8_ONNX_FILE).is_file():
+        raise UserError(f"{run_dir} has no int8 model ({INT8_ONNX_FILE}): make it with "
+                        f"`bilstm export {run_dir} --quantize`")
     if engine != "auto":
         return engine
     onnx_file, keras_file = run_dir / ONNX_FILE, run_dir / MODEL_FILE
@@ -152,8 +171,9 @@ def _finished(run_dir: Path) -> bool:
 
 
 def make_engine(run_dir: Path, engine: str = "auto") -> OnnxEngine | TensorFlowEngine:
-    if choose_engine(run_dir, engine) == "onnx":
-        return OnnxEngine(run_dir / ONNX_FILE)
+    chosen = choose_engine(run_dir, engine)
+    if chosen in ("onnx", "onnx-int8"):
+        return OnnxEngine(run_dir / (ONNX_FILE if chosen == "onnx" else INT8_ONNX_FILE))
     return TensorFlowEngine(run_dir / MODEL_FILE)
 
 
@@ -163,7 +183,7 @@ BATCH_TOKENS = 65_536
 
 
 class Classifier:
-    """A run folder as a text classifier. `engine`: an engine object, or auto | onnx | tf."""
+    """A run folder as a text classifier. `engine`: an engine object, or one of ENGINES."""
 
     def __init__(self, run_dir: Path, engine: Any = "auto") -> None:
         self.run_dir = run_dir

@@ -19,6 +19,7 @@ from bilstm_cli.errors import UserError
 
 MODEL_FILE = "model.keras"
 ONNX_FILE = "model.onnx"  # the same model for ONNX Runtime (predict without TensorFlow)
+INT8_ONNX_FILE = "model.int8.onnx"  # its int8 twin: `bilstm export --quantize`
 TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.yaml"

@@ -47,10 +47,12 @@ from bilstm_cli.errors import UserError
 from bilstm_cli.export import export_model
 from bilstm_cli.interrupt import StopSignals, TrainingInterrupted
 from bilstm_cli.model import build_model, keras_copy
+from bilstm_cli.quantize import quantize_model
 from bilstm_cli.runs import (
     CONFIG_FILE,
     DATA_SUMMARY_FILE,
     HISTORY_FILE,
+    INT8_ONNX_FILE,
     LABELS_FILE,
     MEMBERS_DIR,
     METRICS_FILE,
@@ -187,7 +189,7 @@ def _start_over(run_dir: Path) -> None:
 
     clear(run_dir)
     shutil.rmtree(run_dir / MEMBERS_DIR, ignore_errors=True)
-    for name in (HISTORY_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE):
+    for name in (HISTORY_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE, INT8_ONNX_FILE):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -312,8 +314,11 @@ def _finish(config: Config, log: Log, run_dir: Path, data: Prepared, fits: list[
     # through the final phase, where the run's memory peaks.
     data.word_vectors = None
     stop.check("in the final phase, before the ONNX export")
-    # The best model for ONNX Runtime too, so `predict` runs without TensorFlow.
+    # The best model for ONNX Runtime too, so `predict` runs without TensorFlow; its int8 twin
+    # when asked for, or when a resumed run has an older one.
     export_model(model, data.arch, run_dir / ONNX_FILE)
+    if config.output.quantize or (run_dir / INT8_ONNX_FILE).is_file():
+        quantize_model(run_dir / ONNX_FILE, run_dir / INT8_ONNX_FILE)
     stop.check("in the final phase, before the evaluation")
 
     from bilstm_cli.evaluate import evaluate_dataset

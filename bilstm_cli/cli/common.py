@@ -27,11 +27,13 @@ class InputFormat(str, Enum):
 class Engine(str, Enum):
     auto = "auto"
     onnx = "onnx"
+    onnx_int8 = "onnx-int8"
     tf = "tf"
 
 
 ENGINE_HELP = ("auto: ONNX Runtime when the run has model.onnx (fast start, no TensorFlow), "
-               "else Keras; onnx; tf: force the Keras model.")
+               "else Keras; onnx; onnx-int8: the int8 model (bilstm export --quantize); "
+               "tf: force the Keras model.")
 
 
 class DecodeErrors(str, Enum):
