@@ -55,27 +55,13 @@ def train(
 
     Ctrl-C or SIGTERM stops after the current batch and saves a checkpoint; continue with
     `bilstm train --resume RUN_DIR`."""
-    from bilstm_cli.checkpoint import resume_config_path
-    from bilstm_cli.config import (
-        config_to_yaml,
-        default_config,
-        load_config,
-        resolve_config_path,
-    )
+    from bilstm_cli.config import config_to_yaml, load_config
 
     shortcuts = {"model.bidirectional": bidirectional, "training.epochs": epochs,
                  "training.batch_size": batch_size, "training.seed": seed, "output.dir": output,
                  "training.deterministic": deterministic}
     with user_errors():
-        if force and resume is None:
-            raise UserError("--force goes with --resume RUN_DIR (it trains that folder again)")
-        if resume is not None and output is not None:
-            raise UserError("--output chooses where new run folders go; a resumed run stays "
-                            f"in {resume}: leave out --output")
-        if config:
-            base: Path | dict = resolve_config_path(config)
-        else:
-            base = resume_config_path(resume) if resume else default_config(set_ or [])
+        base = _base_config(config, set_ or [], resume, force, output)
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
                           SHORTCUT_OPTIONS, warn=ui.warn)
         training = api.prepare(cfg, resume, force, check_folders=not dry_run)
@@ -89,6 +75,23 @@ def train(
             ui.stderr.print(table)
         result = _run(training, resume)
     _print_training_result(result.run_dir, result.metrics)
+
+
+def _base_config(config: str | None, overrides: list[str], resume: Path | None, force: bool,
+                 output: str | None) -> Path | dict[str, Any]:
+    """What the config starts from: --config; a resumed run's config.yaml; or without either,
+    the shipped config of a built-in data set or, for your own files, the defaults."""
+    from bilstm_cli.checkpoint import resume_config_path
+    from bilstm_cli.config import default_config, resolve_config_path
+
+    if force and resume is None:
+        raise UserError("--force goes with --resume RUN_DIR (it trains that folder again)")
+    if resume is not None and output is not None:
+        raise UserError("--output chooses where new run folders go; a resumed run stays "
+                        f"in {resume}: leave out --output")
+    if config:
+        return resolve_config_path(config)
+    return resume_config_path(resume) if resume else default_config(overrides)
 
 
 def _run(training: api.Training, resume: Path | None) -> Any:
