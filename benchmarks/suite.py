@@ -2,18 +2,19 @@
 
     BILSTM_DATA_DIR=../shared/data python benchmarks/suite.py [FOLDER ...] [--builtin imdb sst2]
         [--seeds 42 43 44] [--unidirectional] [--set KEY=VALUE ...] [--no-peers]
-        [--markdown FILE]
+        [--validation-only] [--markdown FILE]
 
 Each FOLDER holds `train.tsv` and `test.tsv` (headered `text<TAB>label`); without folders, every
 sub-folder of $BILSTM_DATA_DIR/suite. For each data set and seed it runs, as a user would,
 
-    bilstm train --set data.dataset=null --set data.train=FOLDER/train.tsv \\
-        --set data.test=FOLDER/test.tsv --bidirectional --seed SEED [--set KEY=VALUE ...]
+    bilstm train --set data.train=FOLDER/train.tsv --set data.test=FOLDER/test.tsv \\
+        --bidirectional --seed SEED [--set KEY=VALUE ...]
 
-the README's way to train on your own files, so the recipe under test is what a user gets
-(today configs/imdb.yaml's, with any --set given here, e.g. --set data.max_length=auto).
+the README's way to train on your own files, so the recipe under test is what a user gets: the
+defaults (configs/reference.yaml), with any --set given here.
 `--builtin imdb sst2` adds `bilstm train -c imdb|sst2 --bidirectional --seed SEED` (15 and 5
-minutes here). Settings are chosen on validation, so the test split is read only for this table.
+minutes here). Settings are chosen on validation, so the test split is read only for this table;
+`--validation-only` leaves the test files out of the runs (for choosing settings).
 
 Peers, trained and scored in the same run on the same train/test files (the optional `bench`
 extra: pip install -e '.[bench]'): fastText (10 epochs; unigrams, and with bigrams) and TF-IDF
@@ -47,11 +48,12 @@ def read_tsv(path: Path) -> tuple[list[str], list[str]]:
 
 
 def train_bilstm(data: str | Path, seed: int, bidirectional: bool, overrides: list[str],
-                 output: Path) -> dict:
-    """One `bilstm train` in its own process; its metrics and times."""
+                 output: Path, test: bool = True) -> dict:
+    """One `bilstm train` in its own process; its metrics and times. Without `test`, the test
+    file is not given to it (choosing settings: the run reads only train and validation)."""
     if isinstance(data, Path):
-        command = ["--set", "data.dataset=null", "--set", f"data.train={data / 'train.tsv'}",
-                   "--set", f"data.test={data / 'test.tsv'}"]
+        command = ["--set", f"data.train={data / 'train.tsv'}"]
+        command += ["--set", f"data.test={data / 'test.tsv'}"] if test else []
     else:
         command = ["-c", data]
     command = [sys.executable, "-m", "bilstm_cli", "train", *command,
@@ -64,10 +66,12 @@ def train_bilstm(data: str | Path, seed: int, bidirectional: bool, overrides: li
     if finished.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
     metrics = json.loads((output / "latest" / "metrics.json").read_text())
-    test = metrics["test"]
+    test = metrics["test"] or {"accuracy": float("nan"), "macro_avg": {"f1": float("nan")}}
     return {"accuracy": test["accuracy"], "macro_f1": test["macro_avg"]["f1"],
             "validation": metrics["validation"]["accuracy"],
             "training_minutes": metrics["training_seconds"] / 60,
+            "epochs": [(m["best_epoch"], m["epochs_run"])
+                       for m in metrics.get("members") or [metrics]],
             "wall": time.perf_counter() - start}
 
 
@@ -142,6 +146,8 @@ def main() -> None:
     parser.add_argument("--unidirectional", action="store_true")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="choosing settings: leave out the test files (and the peers)")
     parser.add_argument("--markdown", type=Path, help="append the table to this file")
     args = parser.parse_args()
     folders = args.folders
@@ -157,9 +163,10 @@ def main() -> None:
             runs = []
             for seed in args.seeds:
                 runs.append(train_bilstm(data, seed, not args.unidirectional, args.overrides,
-                                         Path(scratch) / f"{name}-{seed}"))
+                                         Path(scratch) / f"{name}-{seed}",
+                                         test=not args.validation_only))
                 print(name, seed, json.dumps(runs[-1]), file=sys.stderr, flush=True)
-            found = ({} if args.no_peers or not isinstance(data, Path)
+            found = ({} if args.no_peers or args.validation_only or not isinstance(data, Path)
                      else peers(data, args.seeds, Path(scratch)))
             lines.append(row(name, runs, found))
             print(lines[-1], file=sys.stderr, flush=True)

@@ -9,6 +9,8 @@
 
 Importing this module imports no TensorFlow and changes nothing in the process; the functions
 that train or run a Keras model prepare the process (backend.setup) and import it on first use.
+`compare` trains variants of a config side by side and says whether their difference is real;
+`compare_runs` does the same for runs that exist.
 Errors in what you pass (a bad config key, a missing file, a malformed row) raise UserError with
 the message the CLI prints.
 """
@@ -26,8 +28,9 @@ from bilstm_cli import backend
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+    from bilstm_cli.compare.plan import PlannedRun
     from bilstm_cli.config import Config
-    from bilstm_cli.data import Splits
+    from bilstm_cli.data import Dataset, Splits
     from bilstm_cli.data.cache import Tokens
     from bilstm_cli.predict import Classifier
     from bilstm_cli.train import ProgressFactory, TrainResult
@@ -48,14 +51,17 @@ def _warn(message: str) -> None:
 def config(source: ConfigSource = None, overrides: Sequence[str] = (),
            warn: Log | None = None) -> Config:
     """A validated config from a YAML file (a path, or a shipped one by name: imdb, sst2), a
-    dict shaped like the YAML, a Config, or None (the shipped imdb config); then `overrides`,
+    dict shaped like the YAML, a Config, or None (as `bilstm train` without --config: the shipped
+    config of the built-in data set, or for your own files the defaults); then `overrides`,
     as `--set` takes them: ["model.units=128", "training.epochs=2"]."""
-    from bilstm_cli.config import Config, load_config, resolve_config_path
+    from bilstm_cli.config import Config, default_config, load_config, resolve_config_path
 
     if isinstance(source, Config):
         source = source.model_dump(mode="json")
-    if not isinstance(source, Mapping):
-        source = resolve_config_path(None if source is None else str(source))
+    if source is None:
+        source = default_config(overrides)
+    elif not isinstance(source, Mapping):
+        source = resolve_config_path(str(source))
     return load_config(source, list(overrides), warn=warn)
 
 
@@ -87,12 +93,15 @@ class Training:
 
 
 def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
-            check_folders: bool = True, log: Log = _quiet, warn: Log = _warn) -> Training:
+            check_folders: bool = True, like: Training | None = None, log: Log = _quiet,
+            warn: Log = _warn) -> Training:
     """Check the run folder (a resumed one must hold a compatible config: `force` trains it
     again from the start; a dry run passes check_folders=False), read the data, resolve the
     `auto` settings from it (auto.py), fit the tokenizer and tokenize: each from the data cache
-    (data/cache.py) when the same files were prepared so before. Imports no TensorFlow."""
-    from bilstm_cli import auto
+    (data/cache.py) when the same files were prepared so before. Imports no TensorFlow.
+    `like`: a Training with the same data settings and seed (`bilstm compare`'s variants): its
+    split, tokenizer and token ids are taken as they are, not made again."""
+    from bilstm_cli import auto, distribute
     from bilstm_cli.checkpoint import check_resume
     from bilstm_cli.data import load_splits
     from bilstm_cli.data.cache import DataCache
@@ -102,18 +111,24 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
     def check(resolved: Config) -> bool:
         return check_folders and check_resume(resume, resolved.model_dump(mode="json"), force)
 
+    distribute.check(cfg.training.distribute, resume is not None)  # TF_CONFIG, before the data
     continuing = False
     if resume is None and check_folders:
         check_output_dir(cfg.output.dir)
     elif resume is not None and not auto.has_auto(cfg):
         continuing = check(cfg)  # before the data is read: a refusal comes at once
     cache = DataCache.open(log, warn)
-    splits, key = cache.splits(cfg.data, cfg.training.seed,
-                               lambda: load_splits(cfg.data, cfg.training.seed))
+    splits, key = (like.splits, None) if like else cache.splits(
+        cfg.data, cfg.training.seed, lambda: load_splits(cfg.data, cfg.training.seed))
     resolved, notes = auto.resolve(cfg, splits.train.texts)
     if resume is not None and resolved is not cfg:
         continuing = check(resolved)
-    tokens = cache.tokens(key, resolved.data, lambda: _tokenize(resolved, splits))
+    if like is None:
+        tokens = cache.tokens(key, resolved.data, lambda: _tokenize(resolved, splits))
+    elif (like.config.data, like.config.training.seed) != (resolved.data, resolved.training.seed):
+        raise ValueError("prepare(like=...): the data settings or the seed differ")
+    else:
+        tokens = like.tokens or _tokenize(resolved, splits, like.tokenizer)
     # The class weights follow training.class_weight, which is not part of the cache's key.
     summary = {**tokens.summary, "settings": notes,
                "class_weight": class_weights(resolved.training.class_weight,
@@ -122,13 +137,14 @@ def prepare(cfg: Config, resume: Path | None = None, force: bool = False,
     return Training(resolved, splits, tokens.tokenizer, summary, resume, continuing, tokens)
 
 
-def _tokenize(config: Config, splits: Splits) -> Tokens:
-    """The tokenizer fitted on the training texts, the data summary, the token ids."""
+def _tokenize(config: Config, splits: Splits, tokenizer: Tokenizer | None = None) -> Tokens:
+    """The tokenizer fitted on the training texts (or the one given), the data summary, the
+    token ids."""
     from bilstm_cli.data import summarize
     from bilstm_cli.data.cache import Tokens
     from bilstm_cli.text import encode, tokenizer_for
 
-    tokenizer = tokenizer_for(config.data, splits.train.texts)
+    tokenizer = tokenizer or tokenizer_for(config.data, splits.train.texts)
     return Tokens(tokenizer, summarize(splits, config, tokenizer),
                   encode(tokenizer, splits.train.texts), encode(tokenizer, splits.validation.texts))
 
@@ -284,3 +300,100 @@ def download(name: str, log: Log = _quiet, warn: Log = _warn) -> Path:
         return fetch(name)
     log(f"{name}: already here")
     return found.path
+
+
+COMPARE_FILES = ("compare.json", "compare.md", "compare.png")
+
+
+@dataclass
+class Comparison:
+    """What `compare` found (compare.json's content) and the files it wrote."""
+
+    report: dict[str, Any]
+    files: list[Path]
+
+
+def compare(source: ConfigSource = None, overrides: Sequence[str] = (),
+            variants: Sequence[str] = (), seeds: int = 3, output: str | Path = "compare",
+            log: Log = _quiet, warn: Log = _warn, progress: ProgressFactory | None = None,
+            command: list[str] | None = None) -> Comparison:
+    """Train each variant (`NAME:key=value,...`; default lstm and bilstm) of a config for
+    `seeds` seeds, each an ordinary run folder in OUTPUT/runs/<variant>-s<seed> on the same
+    split and vocabulary, then compare them (`compare_runs`). Run again after a stop, it keeps
+    the finished runs and resumes the others. Ctrl-C raises TrainingInterrupted."""
+    from dataclasses import replace
+
+    from bilstm_cli.compare import measure
+    from bilstm_cli.compare.plan import plan, state
+
+    output = Path(output)
+    runs = plan(source, overrides, variants, seeds, output, warn)
+    tests: dict[str, Dataset] = {}
+    like: Training | None = None
+    for number, run in enumerate(runs, start=1):
+        where = f"{run.variant}, seed {run.seed} ({number} of {len(runs)}): {run.folder}"
+        status = state(run)
+        if status == "finished":
+            log(f"compare: {where}: finished before, kept")
+            continue
+        log(f"compare: {where}{' (resuming)' if status == 'resume' else ''}")
+        same_data = like is not None and like.config.training.seed == run.seed
+        training = prepare(run.config, run.folder if status == "resume" else None,
+                           like=like if same_data else None, log=log, warn=warn)
+        like = like if same_data else training
+        if training.splits.test is not None:
+            tests[measure.test_key(training.config)] = training.splits.test
+        replace(training, run_dir=run.folder).run(log, warn, progress, command)
+    return _compare(_planned_groups(runs), output, log, warn, command, tests)
+
+
+def _planned_groups(runs: list[PlannedRun]) -> list[tuple[str, list[str], list[Path]]]:
+    groups: dict[str, tuple[str, list[str], list[Path]]] = {}
+    for run in runs:
+        groups.setdefault(run.variant, (run.variant, list(run.settings), []))[2].append(
+            run.folder)
+    return list(groups.values())
+
+
+def compare_runs(runs: Sequence[str | Path], output: str | Path = "compare",
+                 log: Log = _quiet, warn: Log = _warn, command: list[str] | None = None
+                 ) -> Comparison:
+    """Compare finished runs tested on the same test set: runs whose configs differ only in
+    the seed are one variant (the first run's is the baseline). Writes compare.json,
+    compare.md and (with matplotlib) compare.png into `output`."""
+    from bilstm_cli.compare import measure, plan
+
+    folders = [Path(run) for run in runs]
+    groups = plan.groups_of(folders, [measure.finished_run(folder) for folder in folders])
+    return _compare(groups, Path(output), log, warn, command)
+
+
+def _compare(groups: list[tuple[str, list[str], list[Path]]], output: Path, log: Log,
+             warn: Log, command: list[str] | None, tests: dict[str, Dataset] | None = None
+             ) -> Comparison:
+    """Measure every run on its test set, then write and return the comparison."""
+    from bilstm_cli.compare import measure, plot, report, tables
+    from bilstm_cli.runs import write_json_atomic, write_text_atomic
+
+    cache = dict(tests or {})
+    measured = []
+    for name, settings, folders in groups:
+        runs = []
+        for folder in folders:
+            config = measure.finished_run(folder)
+            test = measure.test_set(folder, config, cache)
+            log(f"compare: predicting {len(test):,} test texts with {folder}")
+            runs.append(measure.measure(folder, config, load(folder, warn=warn), test))
+        runs.sort(key=lambda run: run.config.training.seed)
+        measured.append(report.Group(name, settings, runs))
+    notes: list[str] = []
+    result = report.build(measured, notes, command)
+    json_file, markdown_file, picture = (output / name for name in COMPARE_FILES)
+    missing = plot.write(result, picture)
+    if missing:
+        notes.append(missing)
+    write_json_atomic(json_file, result)
+    write_text_atomic(markdown_file, tables.markdown(result, None if missing else picture.name))
+    for note in notes:
+        warn(note)
+    return Comparison(result, [json_file, markdown_file] + ([] if missing else [picture]))

@@ -85,3 +85,18 @@ def describe(config: ModelConfig, vocab_size: int, classes: int) -> Architecture
         pooling=config.pooling,
         dropout=config.dropout,
     )
+
+
+def parameter_count(arch: Architecture, ensemble: int = 1) -> int:
+    """The model's weights, counted from its description (what Keras' count_params gives for
+    the built model, without building it): the embedding table, each LSTM's kernel, recurrent
+    kernel and bias per direction, and the output layer; an ensemble holds `ensemble` models."""
+    count = arch.vocab_size * arch.embedding_dim
+    width = arch.embedding_dim
+    for layer in arch.recurrent:
+        directions = 2 if layer.bidirectional else 1
+        count += directions * 4 * layer.units * (width + layer.units + 1)
+        width = layer.units * (directions if layer.merge_mode == "concat" else 1)
+    features = width * (2 if arch.pooling == "max_mean" else 1)
+    count += features * arch.outputs + arch.outputs
+    return ensemble * count

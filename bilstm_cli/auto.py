@@ -1,10 +1,9 @@
 """Settings that follow the data: what `auto` means for the keys that take it.
 
 No fixed number serves 5,000 questions of 10 words and 25,000 reviews of 250. Three keys take
-`auto` (opt-in for now: the defaults stay numbers until a recipe built on them is measured,
-issue 30) and are resolved here from the training split, before the tokenizer and
-the model are made; the resolved numbers are what the run's config.yaml records, and `bilstm
-train --dry-run` shows them with the reason:
+`auto` (their default; the shipped imdb and sst2 configs name numbers) and are resolved here
+from the training split, before the tokenizer and the model are made; the resolved numbers are
+what the run's config.yaml records, and `bilstm train --dry-run` shows them with the reason:
 
 - data.max_tokens: every word seen at least MIN_COUNT times (or data.min_frequency, if more)
   in the training texts, at most MAX_VOCABULARY; the rest are [UNK], which word dropout
@@ -21,11 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bilstm_cli.config import Config
 from bilstm_cli.text import build_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 MIN_COUNT = 2
 MAX_VOCABULARY = 40_000
@@ -48,28 +51,28 @@ def resolve(config: Config, train_texts: Sequence[str]) -> tuple[Config, list[st
     notes: list[str] = []
     changes: dict[str, dict[str, int]] = {"data": {}, "training": {}}
     if "auto" in (data.max_tokens, data.max_length):
-        # Every word with its count at least MIN_COUNT, and nothing truncated: the Rust trainer
-        # counts them, and its encoding gives the lengths.
+        # Every word with its count at least MIN_COUNT, nothing truncated: the Rust trainer
+        # counts them (always by words: a WordPiece trainer asked for an unbounded vocabulary
+        # allocates for it), and a word-level encoding gives the lengths.
         least = max(MIN_COUNT, data.min_frequency)
         counted = build_tokenizer(train_texts, 10**9, least, data.lowercase, 10**9,
-                                  data.truncate, data.tokenizer)
+                                  data.truncate, "word")
         counted.no_truncation()
-        if data.max_tokens == "auto":
+        max_tokens = data.max_tokens
+        if max_tokens == "auto":
             words = counted.get_vocab_size()
-            changes["data"]["max_tokens"] = min(words, MAX_VOCABULARY)
-            notes.append(f"data.max_tokens auto: {changes['data']['max_tokens']:,} ("
-                         f"{words - 2:,} words seen at least {least} times in training, "
-                         f"plus [PAD] and [UNK]; at most {MAX_VOCABULARY:,})")
+            max_tokens = changes["data"]["max_tokens"] = min(words, MAX_VOCABULARY)
+            notes.append(f"data.max_tokens auto: {max_tokens:,} ({words - 2:,} words seen at "
+                         f"least {least} times in training, plus [PAD] and [UNK]; at most "
+                         f"{MAX_VOCABULARY:,})")
         if data.max_length == "auto":
-            encodings = counted.encode_batch(list(train_texts), add_special_tokens=False)
-            lengths = np.array([len(e.ids) for e in encodings] or [1])
-            cut = float(np.percentile(lengths, LENGTH_PERCENTILE))
-            value = max(LENGTH_STEP, math.ceil(cut / LENGTH_STEP) * LENGTH_STEP)
+            if data.tokenizer != "word":  # pieces: the lengths of the vocabulary it will have
+                counted = build_tokenizer(train_texts, max_tokens, data.min_frequency,
+                                          data.lowercase, 10**9, data.truncate, data.tokenizer)
+                counted.no_truncation()
+            value, note = _max_length(counted, train_texts)
             changes["data"]["max_length"] = value
-            notes.append(f"data.max_length auto: {value} (the training texts' "
-                         f"{LENGTH_PERCENTILE}th percentile is {cut:.0f} tokens, rounded up "
-                         f"to a multiple of {LENGTH_STEP}; {np.mean(lengths > value):.1%} "
-                         "are cut)")
+            notes.append(note)
     if training.epochs == "auto":
         steps = max(1, math.ceil(len(train_texts) / training.batch_size))
         epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(UPDATES / steps)))
@@ -81,3 +84,15 @@ def resolve(config: Config, train_texts: Sequence[str]) -> tuple[Config, list[st
         "training": training.model_copy(update=changes["training"]),
     })
     return resolved, notes
+
+
+def _max_length(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[int, str]:
+    """The LENGTH_PERCENTILE-th percentile of the texts' lengths in tokens, rounded up to a
+    multiple of LENGTH_STEP, and the note saying so."""
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    lengths = np.array([len(e.ids) for e in encodings] or [1])
+    cut = float(np.percentile(lengths, LENGTH_PERCENTILE))
+    value = max(LENGTH_STEP, math.ceil(cut / LENGTH_STEP) * LENGTH_STEP)
+    return value, (f"data.max_length auto: {value} (the training texts' {LENGTH_PERCENTILE}th "
+                   f"percentile is {cut:.0f} tokens, rounded up to a multiple of {LENGTH_STEP}; "
+                   f"{np.mean(lengths > value):.1%} are cut)")

@@ -229,13 +229,17 @@ class EarlyStop(keras.callbacks.Callback):
 class Checkpoints(keras.callbacks.Callback):
     """checkpoints/last after every epoch, every `every` steps (None: only per epoch) and when a
     stop is requested mid-epoch; run.json's progress after every epoch. A resumed mid-epoch
-    checkpoint's running metric sums are added after the first batch."""
+    checkpoint's running metric sums are added after the first batch. Without
+    `mid_epoch_metrics` (several workers: reading the sums is a collective, which a worker that
+    alone got a signal would wait on for ever) a mid-epoch checkpoint leaves them out."""
 
     def __init__(self, state: TrainingState, run_dir: Path, best: BestModel, every: int | None,
-                 stop: StopSignals, record: RunRecord, resumed: Checkpoint | None) -> None:
+                 stop: StopSignals, record: RunRecord, resumed: Checkpoint | None,
+                 mid_epoch_metrics: bool = True) -> None:
         super().__init__()
         self.state, self.run_dir, self.best, self.every = state, run_dir, best, every
         self.stop, self.record = stop, record
+        self.mid_epoch_metrics = mid_epoch_metrics
         self.pending_metrics = resumed if resumed is not None and state.step else None
         self.saved_at: tuple[int, int] | None = None  # (epoch, step) of the last one written
 
@@ -248,7 +252,7 @@ class Checkpoints(keras.callbacks.Callback):
             step = self.state.step if mid_epoch else self.state.steps_per_epoch
             raise diverged(self.run_dir, "the weights became inf or nan", self.state.epoch, step)
         save_last(self.run_dir, self.state, self.model, self.best.best_weights,
-                  metric_state=mid_epoch)
+                  metric_state=mid_epoch and self.mid_epoch_metrics)
         self.saved_at = (self.state.epoch, self.state.step)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -293,12 +297,14 @@ def callbacks(state: TrainingState, run_dir: Path, *, monitor: str, patience: in
               checkpoint_every: int | None, batch_size: int, examples: int, display: Progress,
               stop: StopSignals, record: RunRecord, resumed: Checkpoint | None,
               best_weights: list[np.ndarray] | None,
-              saved_model: Callable[[], keras.Model]) -> tuple[list[Any], BestModel]:
+              saved_model: Callable[[], keras.Model],
+              mid_epoch_metrics: bool = True) -> tuple[list[Any], BestModel]:
     """The training loop's callbacks in the order their work depends on, and the one that holds
     the best weights."""
     clock = Clock(state)
     best = BestModel(state, run_dir, monitor, best_weights, saved_model)
-    checkpoints = Checkpoints(state, run_dir, best, checkpoint_every, stop, record, resumed)
+    checkpoints = Checkpoints(state, run_dir, best, checkpoint_every, stop, record, resumed,
+                              mid_epoch_metrics)
     return [
         clock,
         DivergenceGuard(state, run_dir, monitor),

@@ -40,10 +40,13 @@ ARRAYS_FILE = "arrays.npz"
 FORMAT = 1
 
 # Keys that may differ between a run and its resumption without changing the result:
-# where files go, threads, logging, how often to checkpoint, and training for longer.
+# where files go, threads, logging, how often to checkpoint, and training for longer. And the
+# devices it trains on (training.distribute), so a job can go on with fewer machines: from the
+# resume on, its numbers are those of the other strategy (docs/distribute.md).
 RESUME_SAFE_KEYS = frozenset({
     "training.epochs", "training.threads", "training.tensorboard",
-    "training.checkpoint_every", "output.dir", "output.name", "output.quantize",
+    "training.checkpoint_every", "training.distribute", "output.dir", "output.name",
+    "output.quantize",
 })
 
 
@@ -336,8 +339,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
     existed) counts as its default."""
     from bilstm_cli.config import DATA_PATH_KEYS, absolute_data_path
 
-    old_values = {**_flatten(defaults or {}), **_flatten(saved)}
-    new_values = _flatten(current)
+    old_values = {**flatten(defaults or {}), **flatten(saved)}
+    new_values = flatten(current)
     for key in DATA_PATH_KEYS:  # the same file, however it is spelled (runs before 12-01)
         for values in (old_values, new_values):
             values[key] = absolute_data_path(values.get(key))
@@ -353,19 +356,21 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
         if old != new:
             why = f" (the {schedule} learning-rate schedule spans the epochs)" \
                 if key == "training.epochs" else ""
-            out.append(f"{key}: {_show(old)} -> {_show(new)}{why}")
+            out.append(f"{key}: {show_value(old)} -> {show_value(new)}{why}")
     return out
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A config value as YAML writes it inline (`[a, b]`, `null`)."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dump as {"section.key": value}."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

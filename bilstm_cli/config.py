@@ -10,7 +10,7 @@ import copy
 import difflib
 import os
 import unicodedata
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -67,10 +67,10 @@ class DataConfig(Section):
     validation_by: Literal["text", "sentence", "block"] = "text"
     max_examples: int | None = Field(None, ge=2)
     tokenizer: Literal["word", "wordpiece"] = "word"
-    max_tokens: int | Literal["auto"] = 20000
+    max_tokens: int | Literal["auto"] = "auto"
     min_frequency: int = Field(1, ge=1)
     lowercase: bool = True
-    max_length: int | Literal["auto"] = 200
+    max_length: int | Literal["auto"] = "auto"
     truncate: Literal["end", "start"] = "end"
 
     @field_validator("labels", mode="before")
@@ -118,29 +118,29 @@ class ModelConfig(Section):
     bidirectional: bool = False
     layers: int = Field(1, ge=1, le=8)
     units: int = Field(64, ge=1)
-    embedding_dim: int = Field(128, ge=1)
-    embedding_init: Literal["random", "cooccurrence"] = "random"
+    embedding_dim: int = Field(256, ge=1)
+    embedding_init: Literal["random", "cooccurrence"] = "cooccurrence"
     embedding_init_scale: float = Field(4.0, gt=0.0)
-    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    word_dropout: float = Field(0.25, ge=0.0, lt=1.0)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     merge_mode: Literal["concat", "sum", "ave", "mul"] = "concat"
-    pooling: Literal["last", "max", "mean", "max_mean"] = "last"
+    pooling: Literal["last", "max", "mean", "max_mean"] = "max_mean"
     ensemble: int = Field(1, ge=1, le=16)
 
 
 class TrainingConfig(Section):
-    epochs: int | Literal["auto"] = 5
+    epochs: int | Literal["auto"] = "auto"
     batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(0.001, gt=0.0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    learning_rate: float = Field(0.002, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     clipnorm: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     adversarial: float = Field(0.0, ge=0.0)
     consistency: float = Field(0.0, ge=0.0)
     early_stopping_patience: int = Field(2, ge=0)
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     seed: int = Field(42, ge=0)
     bucket_by_length: bool = True
     threads: int | None = Field(None, ge=1)
@@ -149,6 +149,8 @@ class TrainingConfig(Section):
     kernel: Literal["auto", "keras", "fused"] = "auto"
     checkpoint_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = "epoch"
     deterministic: bool = False
+    # tf.distribute (distribute.py): auto is mirrored when more than one GPU is visible.
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -229,6 +231,25 @@ def resolve_config_path(name_or_path: str | None) -> Path:
         f"config file not found: {name_or_path} (give a YAML file, or one of the shipped "
         f"configs: {', '.join(names)})"
     )
+
+
+def default_config(overrides: Sequence[str] = ()) -> Path | dict[str, Any]:
+    """What a training without --config starts from: for a built-in data set (data.dataset,
+    imdb unless the overrides name another), its shipped config; for your own files
+    (data.train given, data.dataset not), the schema's defaults, the recipe for any data set
+    (configs/reference.yaml), the same a config file naming only data keys gets."""
+    named: dict[str, Any] = {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        if keys in (("data", "dataset"), ("data", "train")):
+            named[keys[1]] = value
+    dataset = named["dataset"] if "dataset" in named else (
+        None if named.get("train") is not None else "imdb")
+    if dataset is None:
+        return {}
+    shipped = builtin_config_dir() / f"{dataset}.yaml"
+    # An unknown name: the shipped default, whose data.dataset the schema then refuses by name.
+    return shipped if shipped.is_file() else builtin_config_dir() / "imdb.yaml"
 
 
 DATA_PATH_KEYS = ("data.train", "data.validation", "data.test")

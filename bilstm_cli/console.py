@@ -262,8 +262,10 @@ def datasets_table(rows: list[tuple[str, str, str, str]], console: Console) -> T
 
 
 
+# The state stays last and the earlier columns where they were: scripts read the TSV by
+# position.
 RUN_COLUMNS = ("run", "started", "data", "model", "epochs", "best val acc", "best epoch",
-               "test acc", "state")
+               "test acc", "replicas", "state")
 
 
 def _run_cells(run: Mapping[str, Any]) -> list[str]:
@@ -275,9 +277,12 @@ def _run_cells(run: Mapping[str, Any]) -> list[str]:
     best_epoch = str(run["best_epoch"] or "-")
     if run.get("member_best_epochs"):  # an ensemble: each member's, in order
         best_epoch = ",".join(str(epoch or "-") for epoch in run["member_best_epochs"])
+    replicas = str(run.get("replicas") or 1)
+    if run.get("strategy") not in (None, "none"):  # e.g. "2 mirrored"
+        replicas += f" {run['strategy']}"
     return [run["name"] + (" *" if run.get("latest") else ""), started, run["dataset"] or "-",
             run["model"] or "-", epochs, number(run["best_val_accuracy"]),
-            best_epoch, number(run["test_accuracy"]), run["state"]]
+            best_epoch, number(run["test_accuracy"]), replicas, run["state"]]
 
 
 def runs_table(runs: list[Mapping[str, Any]], console: Console) -> Table:
@@ -295,3 +300,22 @@ def runs_tsv(runs: list[Mapping[str, Any]]) -> str:
     """`bilstm runs` into a pipe or file: the same columns, tab-separated, with a header."""
     lines = ["\t".join(RUN_COLUMNS)] + ["\t".join(_run_cells(run)) for run in runs]
     return "\n".join(lines) + "\n"
+
+
+def compare_tables(report: Mapping[str, Any], console: Console) -> list[Table]:
+    """`bilstm compare`'s tables (compare/tables.py's rows), each with its notes below."""
+    from bilstm_cli.compare.tables import tables
+
+    made = []
+    for rows in tables(dict(report)):
+        table = _table(console, rows.title)
+        for index, name in enumerate(rows.header):
+            table.add_column(name, justify="left" if index == 0 else "right",
+                             overflow="fold")
+        for cells in rows.rows:
+            table.add_row(*cells)
+        if rows.notes:
+            table.caption = "\n".join(rows.notes)
+            table.caption_justify = "left"
+        made.append(table)
+    return made

@@ -229,7 +229,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     config = _read_config(run_dir)
     data, model, training = (config.get(k) if isinstance(config.get(k), dict) else {}
                              for k in ("data", "model", "training"))
-    rows = _history(run_dir / HISTORY_FILE)
+    rows = read_history(run_dir / HISTORY_FILE)
     monitor = training.get("monitor", "val_loss")
     best_row = max(rows, key=lambda r: -r[monitor] if monitor == "val_loss" else r[monitor],
                    default=None) if rows and all(monitor in r for r in rows) else None
@@ -249,6 +249,9 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "best_val_loss": best_row.get("val_loss") if best_row else None,
         "test_accuracy": test.get("accuracy") if test else None,
         "state": run_state(run_dir, record),
+        # tf.distribute (distribute.py); runs from before it trained on one device
+        "strategy": ((record or {}).get("distribute") or {}).get("strategy", "none"),
+        "replicas": ((record or {}).get("distribute") or {}).get("replicas", 1),
     }
     count = int(model.get("ensemble") or 1)
     if count > 1:
@@ -300,7 +303,8 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _history(path: Path) -> list[dict[str, float]]:
+def read_history(path: Path) -> list[dict[str, float]]:
+    """history.csv's rows, numbers only ([] when there is none)."""
     try:
         with open(path, encoding="utf-8", newline="") as handle:
             return [{k: float(v) for k, v in row.items() if _is_number(v)}

@@ -30,11 +30,12 @@ import numpy as np
 import tensorflow as tf
 from tokenizers import Tokenizer
 
-from bilstm_cli import accel, auto, ensemble, regularizers
+from bilstm_cli import accel, auto, distribute, ensemble, regularizers
 from bilstm_cli.architecture import Architecture, describe
 from bilstm_cli.backend import configure_threads
 from bilstm_cli.callbacks import Progress, QuietProgress, callbacks
 from bilstm_cli.checkpoint import (
+    Checkpoint,
     TrainingState,
     load_last,
     restore,
@@ -145,24 +146,28 @@ def train(
         config, notes = auto.resolve(config, splits.train.texts)
         for note in notes:
             log(note)
-    run_dir = run_dir or new_run_dir(config.output.dir, run_name(config))
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the run folder {run_dir}: {exc.strerror}") from None
-    with RunLock(run_dir, warn), StopSignals(warn) as stop:
-        record = RunRecord.start(
-            run_dir, command or command_line(), config.training.seed,
-            config.training.deterministic, resume, _machine(),
-            versions(tf.__version__, keras.__version__))
+    place = distribute.cluster(config.training.distribute)  # multi_worker: this process's
+    with distribute.worker_folder(place) as temporary:  # not the chief: a folder of its own
+        run_dir = temporary or run_dir or new_run_dir(config.output.dir, run_name(config))
         try:
-            return _train_in_folder(config, log, run_dir, splits, summary, resume, stop,
-                                    record, tokenizer, progress or QuietProgress, tokens)
-        except BaseException as exc:
-            record.end_for(exc)
-            if isinstance(exc, TrainingInterrupted):
-                exc.run_dir = run_dir
-            raise
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {run_dir}: {exc.strerror}") from None
+        with RunLock(run_dir, warn), StopSignals(warn) as stop:
+            record = RunRecord.start(
+                run_dir, command or command_line(), config.training.seed,
+                config.training.deterministic, resume, _machine(),
+                versions(tf.__version__, keras.__version__))
+            try:
+                with distribute.lost_workers(place, run_dir):
+                    return _train_in_folder(config, log, run_dir, splits, summary, resume,
+                                            stop, record, tokenizer, progress or QuietProgress,
+                                            tokens)
+            except BaseException as exc:
+                record.end_for(exc)
+                if isinstance(exc, TrainingInterrupted):
+                    exc.run_dir = run_dir
+                raise
 
 
 def _learning_rate(training: TrainingConfig, steps_per_epoch: int) -> Any:
@@ -213,6 +218,7 @@ class Prepared:
     arch: Architecture
     kinds: accel.Layers  # the layer classes training builds with
     summary: dict[str, Any]
+    plan: distribute.Plan  # the tf.distribute strategy it trains under
     # model.embedding_init: cooccurrence, made by the first model that needs them: an
     # ensemble's members start from the same table.
     word_vectors: np.ndarray | None = None
@@ -242,12 +248,18 @@ def _train_in_folder(
     tokens: Tokens | None = None,
 ) -> TrainResult:
     configure_threads(config.model.bidirectional, config.training.threads)
-    kinds = accel.select(config.training.kernel, log)
+    plan = distribute.start(config.training.distribute, log, config.training.batch_size)
+    record.update(distribute=plan.record())
+    with plan.scope():  # the speed-ups say whether they run under it
+        kinds = accel.select(config.training.kernel, log)
     keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
     log(f"run folder: {run_dir}")
-    data = _prepare(config, log, run_dir, kinds, splits, summary, resume, tokenizer, tokens)
+    data = _prepare(config, log, run_dir, kinds, splits, summary, resume, tokenizer, plan,
+                    tokens)
+    distribute.agree(plan, distribute.job(config, data.tokenizer.to_str(), {
+        "train": len(data.train_ids), "validation": len(data.val_ids)}), resume)
     # From here a signal stops at the next safe point: after a batch, or between the steps of
     # the final phase (the epochs are saved by then; `--resume` does what is left).
     stop.graceful = True
@@ -262,14 +274,19 @@ def _train_in_folder(
             else:
                 fits = [_fit(config, log, run_dir, data, resume, stop, record, progress)]
             stop.final_phase = True
-            return _finish(config, log, run_dir, data, fits, stop, record)
+            if not plan.chief:  # its folder goes: the chief writes the run's files
+                return _follow_chief(plan, log)
+            result = _finish(config, log, run_dir, data, fits, stop, record)
+            distribute.share_result(plan, result.run_dir, result.metrics)
+            return result
     finally:
         stop.graceful = False
 
 
 def _prepare(config: Config, log: Log, run_dir: Path, kinds: accel.Layers,
              splits: Splits | None, summary: dict[str, Any] | None, resume: bool,
-             tokenizer: Tokenizer | None, tokens: Tokens | None = None) -> Prepared:
+             tokenizer: Tokenizer | None, plan: distribute.Plan,
+             tokens: Tokens | None = None) -> Prepared:
     """The split, tokenizer, ids and run files every model of the run shares (`tokens`:
     the ids made already, api.prepare)."""
     splits = splits or load_splits(config.data, config.training.seed)
@@ -289,7 +306,7 @@ def _prepare(config: Config, log: Log, run_dir: Path, kinds: accel.Layers,
         splits, labels, tokenizer, tokens.train_ids, tokens.validation_ids,
         None if weights is None else
         np.array([weights[label] for label in splits.train.labels], dtype=np.float32),
-        describe(config.model, tokenizer.get_vocab_size(), len(labels)), kinds, summary,
+        describe(config.model, tokenizer.get_vocab_size(), len(labels)), kinds, summary, plan,
         tokens=tokens)
     _write_run_files(run_dir, config, data, summary)
     log(f"vocabulary: {tokenizer.get_vocab_size()} tokens; labels: {', '.join(labels)}")
@@ -343,6 +360,14 @@ def _finish(config: Config, log: Log, run_dir: Path, data: Prepared, fits: list[
     return TrainResult(run_dir, metrics)
 
 
+def _follow_chief(plan: distribute.Plan, log: Log) -> TrainResult:
+    """multi_worker, a worker other than the chief: the run's folder and metrics, once the
+    chief has written them."""
+    run_dir, metrics = distribute.share_result(plan, None, None)
+    log(f"training done; the chief wrote the run folder {run_dir}")
+    return TrainResult(run_dir, metrics)
+
+
 def _train_member(config: Config, log: Log, run_dir: Path, data: Prepared, stop: StopSignals,
                   record: RunRecord, progress: ProgressFactory, member: Config, folder: Path,
                   continuing: bool) -> Fit:
@@ -388,16 +413,20 @@ def _weights_only(model: keras.Model, data: Prepared) -> keras.Model:
 
 
 def _compile(config: Config, model: keras.Model, data: Prepared, steps: int) -> keras.Model:
-    """The model wrapped by its regularizer (regularizers/), compiled with Adam."""
-    trainer = regularizers.trainer(model, data.arch, config.training)
-    trainer.compile(
-        optimizer=data.kinds.adam(_learning_rate(config.training, steps),
-                                  clipnorm=config.training.clipnorm,
-                                  weight_decay=config.training.weight_decay or None),
-        loss="binary_crossentropy" if len(data.labels) == 2
-        else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    """The model wrapped by its regularizer (regularizers/), compiled with Adam; under a
+    strategy, its variables made in the strategy's scope and the model that fits outside it
+    (distribute.py)."""
+    trainer = data.plan.trainer(regularizers.trainer(model, data.arch, config.training))
+    with data.plan.scope():
+        trainer.compile(optimizer=data.plan.optimizer(
+            data.kinds.adam, learning_rate=_learning_rate(config.training, steps),
+            clipnorm=config.training.clipnorm,
+            weight_decay=config.training.weight_decay or None),
+            loss="binary_crossentropy" if len(data.labels) == 2
+            else "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    data.plan.build(trainer)
     return trainer
 
 
@@ -407,16 +436,9 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
     model.keras), from `checkpoints/last` when resuming; the best epoch's weights at the end."""
     keras.utils.set_random_seed(config.training.seed)
     training, splits, binary = config.training, data.splits, len(data.labels) == 2
-    checkpoint = load_last(run_dir) if resume else None
     steps = -(-len(data.train_ids) // training.batch_size)
-    model = _build(config, log, data, fresh=checkpoint is None)
-    trainer = _compile(config, model, data, steps)
-    state, best_weights = TrainingState(steps_per_epoch=steps), None
-    if checkpoint is not None:
-        best_weights, state = restore(checkpoint, trainer, steps), checkpoint.state
-        where = f", {state.step} of {steps} batches into epoch {state.epoch + 1}" \
-            if state.step else ""
-        log(f"resuming from {checkpoint.path.name}: {state.epoch} epochs done{where}")
+    model, trainer, checkpoint, best_weights = _start(config, log, run_dir, data, resume, steps)
+    state = checkpoint.state if checkpoint is not None else TrainingState(steps_per_epoch=steps)
     display = progress(training.epochs)
     every = training.checkpoint_every
     loop, best = callbacks(
@@ -424,7 +446,8 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
         checkpoint_every=None if every == "epoch" else int(every),
         batch_size=training.batch_size, examples=len(data.train_ids), display=display,
         stop=stop, record=record, resumed=checkpoint, best_weights=best_weights,
-        saved_model=partial(keras_copy, model, data.arch))
+        saved_model=partial(keras_copy, model, data.arch),
+        mid_epoch_metrics=data.plan.workers == 1)
     if training.tensorboard:
         loop.append(_tensorboard(run_dir))
     train_data = partial(
@@ -435,18 +458,41 @@ def _fit(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
         training.batch_size, None, training.bucket_by_length)
     # Once fitted, the model's training functions are built: the accel kernel's custom
     # gradients (and through them this model) need not be kept.
-    with display, data.kinds.tracing():
+    with display, data.kinds.tracing(), data.plan.scope():
         for row in state.history:  # the epochs done before a resume
             display.end_epoch(row)
         # One fit call per epoch: each epoch's batches are built for that epoch alone, so a
         # resumed epoch can start at the batch after its checkpoint.
         while state.epoch < training.epochs and not state.stopped_early:
             batches, _ = train_data(epoch=state.epoch, skip=state.step)
-            trainer.fit(batches, validation_data=val_data, initial_epoch=state.epoch,
-                        epochs=state.epoch + 1, callbacks=loop, verbose=0, shuffle=False)
+            trainer.fit(data.plan.input(batches), validation_data=data.plan.input(val_data),
+                        initial_epoch=state.epoch, epochs=state.epoch + 1, callbacks=loop,
+                        verbose=0, shuffle=False)
     if best.best_weights is not None:
         model.set_weights(best.best_weights)
-    return Fit(model, _fit_summary(config, state))
+    return Fit(data.plan.plain(model, partial(keras_copy, arch=data.arch)),
+               _fit_summary(config, state))
+
+
+def _start(config: Config, log: Log, run_dir: Path, data: Prepared, resume: bool,
+           steps: int) -> tuple[keras.Model, keras.Model, Checkpoint | None,
+                                list[np.ndarray] | None]:
+    """The model, the compiled model that trains it, the checkpoint it continues from
+    (`checkpoints/last` when resuming; under multi_worker, every worker's is the chief's) with
+    its variables restored, and the best epoch's weights so far."""
+    checkpoint = load_last(run_dir) if resume else None
+    with data.plan.scope():
+        model = _build(config, log, data, fresh=checkpoint is None)
+    trainer = _compile(config, model, data, steps)
+    best_weights = None
+    with data.plan.scope():
+        checkpoint = distribute.from_chief(data.plan, checkpoint, model)
+        if checkpoint is not None:
+            best_weights, state = restore(checkpoint, trainer, steps), checkpoint.state
+            where = f", {state.step} of {steps} batches into epoch {state.epoch + 1}" \
+                if state.step else ""
+            log(f"resuming from {checkpoint.path.name}: {state.epoch} epochs done{where}")
+    return model, trainer, checkpoint, best_weights
 
 
 def _fit_summary(config: Config, state: TrainingState) -> dict[str, Any]:

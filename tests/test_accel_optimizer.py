@@ -77,7 +77,8 @@ def test_cosine_schedule_falls_to_zero_over_all_epochs_and_is_saved(tmp_path):
     from bilstm_cli.config import TrainingConfig
     from bilstm_cli.train import _learning_rate
 
-    assert _learning_rate(TrainingConfig(learning_rate=0.1), 5) == 0.1
+    assert _learning_rate(TrainingConfig(learning_rate=0.1, lr_schedule="constant", epochs=5),
+                          5) == 0.1
     schedule = _learning_rate(TrainingConfig(learning_rate=0.1, lr_schedule="cosine",
                                              epochs=2), 5)
     rates = [float(schedule(step)) for step in (0, 5, 10, 20)]

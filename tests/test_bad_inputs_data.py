@@ -391,7 +391,8 @@ def test_keys_without_effect_are_warned_about_once_each(tmp_path):
     assert warnings_for(tmp_path, files, ["model.merge_mode=ave"]) == [
         "model.merge_mode has no effect: it merges the two directions of a bidirectional LSTM, "
         "and model.bidirectional is false"]
-    assert warnings_for(tmp_path, files + "model:\n  embedding_init_scale: 2.0\n") == [
+    assert warnings_for(tmp_path, files + "model:\n  embedding_init: random\n"
+                                          "  embedding_init_scale: 2.0\n") == [
         "model.embedding_init_scale has no effect: it scales the co-occurrence vectors, and "
         "model.embedding_init is random"]
     assert warnings_for(tmp_path, files + "  label_prefix: '#'\n  header: true\n") == [
@@ -449,7 +450,7 @@ def test_an_empty_class_folder_is_noted_in_the_summary(tmp_path):
     (root / "misc").mkdir()
     (root / "misc" / "notes.md").write_text("not a text")
     (root / "pos" / "extra").mkdir()
-    data = DataConfig(dataset=None, train=str(root))
+    data = DataConfig(dataset=None, train=str(root), max_tokens=100, max_length=50)
     splits = load_splits(data, seed=0)
     assert splits.labels == ["neg", "pos"]
     notes = splits.train.notes

@@ -15,7 +15,10 @@ from bilstm_cli.errors import UserError
 
 
 def files(path, **kwargs) -> DataConfig:
-    return DataConfig(dataset=None, train=str(path), **kwargs)
+    # Numbers, not the default `auto`: these tests call the readers and the summary directly,
+    # which take a resolved config (api.prepare resolves `auto` first).
+    return DataConfig(dataset=None, train=str(path), **{"max_tokens": 20000, "max_length": 200,
+                                                         **kwargs})
 
 
 def test_tsv_with_header_and_named_columns(tmp_path):

@@ -165,7 +165,7 @@ def onnx_with_classes(classes: int) -> Damage:
         vocab = len(json.loads((case.run / "tokenizer.json").read_text())["model"]["vocab"])
         rng = np.random.default_rng(0)
         units, dim = 4, 3
-        arch = describe(ModelConfig(units=units, embedding_dim=dim), vocab, classes)
+        arch = describe(ModelConfig(units=units, embedding_dim=dim, pooling="last"), vocab, classes)
         spec = ModelSpec(
             arch, rng.normal(size=(vocab, dim)).astype(np.float32),
             recurrent=[[(rng.normal(size=(dim, 4 * units)).astype(np.float32),

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from conftest import tiny_model
 
+from bilstm_cli.architecture import describe, parameter_count
 from bilstm_cli.config import ModelConfig
 from bilstm_cli.model import lstm_parameter_count
 
@@ -13,6 +14,20 @@ def test_bidirectional_has_twice_the_lstm_parameters():
     # one LSTM: 4 gates x (inputs + units + bias) x units
     assert lstm_parameter_count(uni) == 4 * (8 + 16 + 1) * 16
     assert bi.output_shape == (None, 1)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"bidirectional": True}, {"bidirectional": True, "merge_mode": "sum", "layers": 2},
+    {"bidirectional": True, "pooling": "max_mean", "word_dropout": 0.2, "layers": 3},
+    {"pooling": "mean", "embedding_dropout": 0.1},
+])
+def test_parameter_count_from_the_description_is_keras_count(options):
+    """`bilstm compare` counts parameters without building the model (or TensorFlow)."""
+    config = ModelConfig(units=6, embedding_dim=5, **options)
+    model = tiny_model(config, vocab_size=40, num_classes=3)
+    assert parameter_count(describe(config, 40, 3)) == model.count_params()
+    binary = tiny_model(config, vocab_size=40, num_classes=2)
+    assert parameter_count(describe(config, 40, 2), ensemble=2) == 2 * binary.count_params()
 
 
 def test_stacked_layers_and_multiclass_head():

@@ -446,23 +446,25 @@ def test_more_epochs_continue_a_finished_run_exactly(data, tmp_path):
 
 def test_checkpoint_every_and_resume_safe_keys():
     from bilstm_cli.checkpoint import config_differences
-    from bilstm_cli.config import Config, load_config
+    from bilstm_cli.config import load_config
     from bilstm_cli.errors import UserError
 
     assert load_config(None, ["training.checkpoint_every=50"]).training.checkpoint_every == 50
     with pytest.raises(UserError, match=r"(?s)1 problem.*expected epoch or a number of steps"):
         load_config(None, ["training.checkpoint_every=0"])
-    saved = Config().model_dump(mode="json")
-    changed = load_config(None, ["training.epochs=9", "training.threads=1",
+    base = ["training.lr_schedule=constant", "training.epochs=5", "data.max_length=200"]
+    saved = load_config(None, base).model_dump(mode="json")
+    changed = load_config(None, [*base, "training.epochs=9", "training.threads=1",
                                  "output.dir=elsewhere", "training.checkpoint_every=10",
                                  "data.max_length=100", "training.seed=1"])
     assert config_differences(saved, changed.model_dump(mode="json")) == [
         "data.max_length: 200 -> 100", "training.seed: 42 -> 1"]
-    cosine = load_config(None, ["training.lr_schedule=cosine"]).model_dump(mode="json")
+    cosine = load_config(None, ["training.lr_schedule=cosine", "training.epochs=5"]
+                         ).model_dump(mode="json")
     longer = load_config(None, ["training.lr_schedule=cosine", "training.epochs=9"])
     assert config_differences(cosine, longer.model_dump(mode="json")) == [
         "training.epochs: 5 -> 9 (the cosine learning-rate schedule spans the epochs)"]
-    older = Config().model_dump(mode="json")
+    older = load_config(None, base).model_dump(mode="json")
     del older["training"]["deterministic"]  # a run from before the key existed
     assert config_differences(older, saved, saved) == []
 

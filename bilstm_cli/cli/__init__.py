@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from bilstm_cli import __version__
+from bilstm_cli.cli.compare import compare
 from bilstm_cli.cli.data import data_app
 from bilstm_cli.cli.evaluate import evaluate
 from bilstm_cli.cli.export import export
@@ -21,7 +22,8 @@ from bilstm_cli.cli.train import train
 
 app = typer.Typer(
     name="bilstm",
-    help="Text classification with uni- and bi-directional LSTMs: train, predict, evaluate.",
+    help="Text classification with uni- and bi-directional LSTMs: train, predict, evaluate, "
+    "compare.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -46,6 +48,7 @@ app.command()(train)
 app.command()(predict)
 app.command()(evaluate)
 app.command()(export)
+app.command()(compare)
 app.add_typer(data_app, name="data")
 app.command("runs")(list_runs)
 

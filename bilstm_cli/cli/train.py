@@ -23,8 +23,9 @@ SHORTCUT_OPTIONS = {"model.bidirectional": "--bidirectional", "training.epochs":
 
 def train(
     config: Annotated[str | None, typer.Option(
-        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2.",
-        show_default="imdb")] = None,
+        "--config", "-c", help="A YAML config file, or a shipped one by name: imdb, sst2. "
+        "Default: the shipped config of data.dataset (imdb); with data.train, your own files, "
+        "the defaults for any data set (configs/reference.yaml).", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", help="Override a key: section.key=value (value as YAML). Repeatable.")]
         = None,
@@ -54,20 +55,13 @@ def train(
 
     Ctrl-C or SIGTERM stops after the current batch and saves a checkpoint; continue with
     `bilstm train --resume RUN_DIR`."""
-    from bilstm_cli.checkpoint import resume_config_path
-    from bilstm_cli.config import config_to_yaml, load_config, resolve_config_path
+    from bilstm_cli.config import config_to_yaml, load_config
 
     shortcuts = {"model.bidirectional": bidirectional, "training.epochs": epochs,
                  "training.batch_size": batch_size, "training.seed": seed, "output.dir": output,
                  "training.deterministic": deterministic}
     with user_errors():
-        if force and resume is None:
-            raise UserError("--force goes with --resume RUN_DIR (it trains that folder again)")
-        if resume is not None and output is not None:
-            raise UserError("--output chooses where new run folders go; a resumed run stays "
-                            f"in {resume}: leave out --output")
-        base = resolve_config_path(config) if config or resume is None else (
-            resume_config_path(resume))
+        base = _base_config(config, set_ or [], resume, force, output)
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
                           SHORTCUT_OPTIONS, warn=ui.warn)
         training = api.prepare(cfg, resume, force, check_folders=not dry_run, log=ui.info,
@@ -82,6 +76,23 @@ def train(
             ui.stderr.print(table)
         result = _run(training, resume)
     _print_training_result(result.run_dir, result.metrics)
+
+
+def _base_config(config: str | None, overrides: list[str], resume: Path | None, force: bool,
+                 output: str | None) -> Path | dict[str, Any]:
+    """What the config starts from: --config; a resumed run's config.yaml; or without either,
+    the shipped config of a built-in data set or, for your own files, the defaults."""
+    from bilstm_cli.checkpoint import resume_config_path
+    from bilstm_cli.config import default_config, resolve_config_path
+
+    if force and resume is None:
+        raise UserError("--force goes with --resume RUN_DIR (it trains that folder again)")
+    if resume is not None and output is not None:
+        raise UserError("--output chooses where new run folders go; a resumed run stays "
+                        f"in {resume}: leave out --output")
+    if config:
+        return resolve_config_path(config)
+    return resume_config_path(resume) if resume else default_config(overrides)
 
 
 def _run(training: api.Training, resume: Path | None) -> Any:

@@ -8,6 +8,7 @@ come movie by movie): `data.validation_by`.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ class Dataset:
 
     def class_counts(self) -> Counter:
         return Counter(self.labels)
+
+    def fingerprint(self) -> str:
+        """A hash of the texts and labels, in order: two splits with the same fingerprint hold
+        the same examples (what `bilstm compare` checks its runs by)."""
+        digest = hashlib.sha256()
+        for text, label in zip(self.texts, self.labels):
+            digest.update(f"{len(text)}:{text}{len(label)}:{label}".encode())
+        return digest.hexdigest()[:16]
 
     def subset(self, indices: np.ndarray) -> Dataset:
         """The chosen examples; the skipped-row report stays with the full data set."""
@@ -354,6 +363,7 @@ def summarize(splits: Splits, config: Config, tokenizer: Tokenizer | None = None
         summary["splits"][name] = {
             "source": dataset.source,
             "examples": len(dataset),
+            "fingerprint": dataset.fingerprint(),
             "classes": {label: counts.get(label, 0) for label in labels},
             "length_percentiles": {
                 key: int(np.percentile(lengths, q)) if len(lengths) else 0

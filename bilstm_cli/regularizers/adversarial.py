@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from bilstm_cli.architecture import Architecture
-from bilstm_cli.regularizers.base import Regularizer, add_gradients
+from bilstm_cli.regularizers.base import Regularizer, add_gradients, replicas
 
 
 class Perturb(keras.layers.Layer):
@@ -97,6 +97,7 @@ class AdversarialTraining(Regularizer):
 
         self.optimizer.apply_gradients(zip(
             [add_gradients(a, b) for a, b in zip(gradients, adversarial_gradients)], variables))
-        # The reported loss is the clean one: the same loss as validation's.
-        self.record_loss(loss, tf.shape(x)[0])
+        # The reported loss is the clean one: the same loss as validation's (Keras divided it
+        # among the replicas of a strategy).
+        self.record_loss(loss * replicas(), tf.shape(x)[0])
         return self.compute_metrics(inputs, y, y_pred, sample_weight=sample_weight)

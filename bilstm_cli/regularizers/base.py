@@ -30,6 +30,13 @@ class Regularizer(keras.Model):
                 metric.update_state(loss, sample_weight=texts)
 
 
+def replicas() -> int:
+    """The replicas a batch is split among (training.distribute; 1 on one device). Keras divides
+    each replica's mean loss by it before the replicas' gradients are summed, and so must a loss
+    computed here."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def add_gradients(a: Any, b: Any) -> Any:
     """Two gradients of one variable. The embedding's are sparse (a row per token), and their
     sum stays sparse, as the gradient of one batch of twice the tokens would."""

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import keras
 import tensorflow as tf
 
-from bilstm_cli.regularizers.base import Regularizer, add_gradients
+from bilstm_cli.regularizers.base import Regularizer, add_gradients, replicas
 
 
 class RDrop(Regularizer):
@@ -64,7 +64,7 @@ class RDrop(Regularizer):
         assert total_gradients is not None
         self._apply(total_gradients, variables, summed_rows)
         # The reported loss is the cross-entropy alone: the same loss as validation's.
-        self.record_loss(cross_entropy_sum / (2.0 * texts), count)
+        self.record_loss(tf.math.divide_no_nan(cross_entropy_sum, 2.0 * texts), count)
         y_pred = tf.concat([first_predictions[0], first_predictions[1][middle - second_start:]],
                            0)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -86,8 +86,10 @@ class RDrop(Regularizer):
             # The batch's loss is the mean cross-entropy over its 2 x count predictions plus
             # WEIGHT x the mean of half the symmetric KL over its texts; each half adds its
             # share, so the two gradients add up to the batch's.
-            loss = share * (cross_entropy / (2.0 * texts)
-                            + self.strength * 0.5 * divergence / texts)
+            # Under a strategy a replica may get no texts of a small last batch (divide_no_nan),
+            # and its mean is divided among the replicas, as Keras divides its own loss.
+            loss = share * tf.math.divide_no_nan(
+                cross_entropy / 2.0 + self.strength * 0.5 * divergence, texts * replicas())
             scaled_loss = self.optimizer.scale_loss(loss)  # as Keras' train_step does
         return tape.gradient(scaled_loss, self.trainable_weights), cross_entropy, first
 
