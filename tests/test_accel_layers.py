@@ -8,15 +8,17 @@ from conftest import tiny_model
 from bilstm_cli.config import ModelConfig
 
 
-def keras_lstm_and_ours(ids: np.ndarray, units: int, **options):
-    """Embedded ids with their padding mask, a Keras LSTM and a RightPaddedLSTM with its weights."""
+def keras_lstm_and_ours(ids: np.ndarray, units: int, promised: bool = False, **options):
+    """Embedded ids with their padding mask, a Keras LSTM and a RightPaddedLSTM with its weights
+    (`promised`: right_padded_inputs)."""
     import keras
 
     from bilstm_cli.accel.layers import RightPaddedLSTM
 
     embedding = keras.layers.Embedding(int(ids.max()) + 1, 5, mask_zero=True)
     inputs, mask = embedding(ids), embedding.compute_mask(ids)
-    keras_lstm, ours = keras.layers.LSTM(units, **options), RightPaddedLSTM(units, **options)
+    keras_lstm = keras.layers.LSTM(units, **options)
+    ours = RightPaddedLSTM(units, right_padded_inputs=promised, **options)
     keras_lstm.build(inputs.shape)
     ours.build(inputs.shape)
     ours.set_weights(keras_lstm.get_weights())
@@ -42,8 +44,11 @@ def cpu_loop(request, monkeypatch, fused_kernel):
 
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequences, cpu_loop):
-    """Both CPU paths (no per-step masking) give the masked Keras LSTM's outputs and gradients."""
+@pytest.mark.parametrize("promised", [False, True])
+def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequences, promised,
+                                                     cpu_loop):
+    """Both CPU paths (no per-step masking) give the masked Keras LSTM's outputs and gradients,
+    with and without right-padded inputs promised."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -52,7 +57,7 @@ def test_right_padded_lstm_matches_keras_masked_lstm(go_backwards, return_sequen
     for row, length in enumerate(lengths):
         ids[row, :length] = rng.integers(1, 30, length)
     inputs, mask, keras_lstm, ours = keras_lstm_and_ours(
-        ids, 7, return_sequences=return_sequences, go_backwards=go_backwards)
+        ids, 7, promised, return_sequences=return_sequences, go_backwards=go_backwards)
 
     # Padded steps hold whatever each loop leaves there; every later layer masks them out.
     keep = np.asarray(mask)[:, ::-1] if go_backwards else np.asarray(mask)
@@ -81,15 +86,42 @@ def test_right_padded_lstm_falls_back_to_keras_for_other_masks(monkeypatch, fuse
     np.testing.assert_allclose(ours(inputs, mask=mask), keras_lstm(inputs, mask=mask), atol=1e-6)
 
 
+def test_training_layers_promise_right_padding_and_refuse_a_gap(fused_kernel):
+    """Training's LSTM (accel.fused_layers) promises right-padded inputs, in both directions of
+    a Bidirectional; inside a traced function a mask with a gap is an error, not a wrong
+    number."""
+    import keras
+    import tensorflow as tf
+
+    from bilstm_cli import accel
+
+    if not fused_kernel:
+        pytest.skip("the fused LSTM kernel could not be built here (no C++ compiler?)")
+    layers = accel.fused_layers()
+    both = keras.layers.Bidirectional(layers.lstm(3))
+    assert both.forward_layer.right_padded_inputs and both.backward_layer.right_padded_inputs
+    embedding = layers.embedding(20, 4, mask_zero=True)
+
+    @tf.function
+    def run(ids):
+        return both(embedding(ids), training=True)
+
+    assert run(tf.constant([[3, 4, 5], [6, 0, 0]])).shape == (2, 6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not right padding"):
+        run(tf.constant([[3, 0, 5], [6, 0, 0]]))
+
+
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize(("vocabulary", "branch"), [
     (12, "table"),  # more tokens in the batch than rows in the table
     (400, "tokens"),
     (12, "keras"),  # a gap in the mask: Keras' own loop
 ])
-def test_lstm_reading_a_token_embedding_matches_keras(go_backwards, vocabulary, branch,
+@pytest.mark.parametrize("promised", [False, True])
+def test_lstm_reading_a_token_embedding_matches_keras(go_backwards, vocabulary, branch, promised,
                                                       monkeypatch, fused_kernel):
-    """TokenEmbedding + RightPaddedLSTM: Keras' numbers and gradients, in each of three paths."""
+    """TokenEmbedding + RightPaddedLSTM: Keras' numbers and gradients, in each of three paths.
+    Promised right-padded inputs (training's layers), a gap in the mask is an error."""
     import keras
     import tensorflow as tf
 
@@ -126,12 +158,17 @@ def test_lstm_reading_a_token_embedding_matches_keras(go_backwards, vocabulary, 
     reference = (keras.layers.Embedding(vocabulary, dim, mask_zero=True),
                  keras.layers.LSTM(units, return_sequences=True, go_backwards=go_backwards))
     ours = (TokenEmbedding(vocabulary, dim, mask_zero=True),
-            RightPaddedLSTM(units, return_sequences=True, go_backwards=go_backwards))
+            RightPaddedLSTM(units, return_sequences=True, go_backwards=go_backwards,
+                            right_padded_inputs=promised))
     for layer, twin in zip(reference, ours):
         layer.build((None, 6) if layer is reference[0] else (None, 6, dim))
         twin.build((None, 6) if twin is ours[0] else (None, 6, dim))
         twin.set_weights(layer.get_weights())
     expected, expected_gradients = outputs_and_gradients(*reference)
+    if promised and branch == "keras":
+        with pytest.raises(tf.errors.InvalidArgumentError, match="not right padding"):
+            outputs_and_gradients(*ours)
+        return
     actual, gradients = outputs_and_gradients(*ours)
     keep = (ids.numpy() > 0)[..., None]
     np.testing.assert_allclose(actual * keep, expected * keep, atol=1e-6)

@@ -8,8 +8,9 @@ against Keras: outputs, gradients and Adam's updates).
 
 - kernel.py, kernels/lstm_cpu.cc: a fused C++ LSTM kernel, compiled on first use; one op per
   direction forward and one backward instead of Keras' loop of small ops.
-- layers.py: `RightPaddedLSTM` (the kernel in a keras.layers.LSTM) and `TokenEmbedding` (the
-  first LSTM multiplies the embedding table by its input kernel once per batch).
+- layers.py: `RightPaddedLSTM` (the kernel in a keras.layers.LSTM; training promises it
+  right-padded batches) and `TokenEmbedding` (the first LSTM multiplies the embedding table by
+  its input kernel once per batch).
 - optimizer.py: keras.optimizers.Adam with an embedding's sparse gradient summed by the kernel.
 Together about 2.2x the training steps per second of Keras' masked LSTM and Adam on a 2-core CPU
 (benchmarks/lstm_step.py). A GPU runs Keras' layers (cuDNN).
@@ -28,6 +29,7 @@ tests/test_accel.py::test_private_api_is_there fails loudly when an upgrade remo
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +43,9 @@ class Layers:
     """The classes a model is built and trained with."""
 
     name: str  # "keras" or "fused"
-    embedding: type
-    lstm: type
-    adam: type
+    embedding: Callable[..., Any]
+    lstm: Callable[..., Any]
+    adam: Callable[..., Any]
     # A context for building and training a model: the fused kernel's releases its custom
     # gradients on the way out.
     tracing: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
@@ -97,4 +99,6 @@ def fused_layers() -> Layers:
     from bilstm_cli.accel.layers import RightPaddedLSTM, TokenEmbedding
     from bilstm_cli.accel.optimizer import Adam
 
-    return Layers("fused", TokenEmbedding, RightPaddedLSTM, Adam, forgetting_custom_gradients)
+    # bilstm's batches are right-padded without an empty row (layers.py: right_padded_inputs).
+    lstm = functools.partial(RightPaddedLSTM, right_padded_inputs=True)
+    return Layers("fused", TokenEmbedding, lstm, Adam, forgetting_custom_gradients)

@@ -13,6 +13,12 @@ is the same model built from Keras' own layers with these weights (model.keras l
   output tensor, as Keras itself attaches a mask), so a batch with more tokens than the table has
   rows multiplies the table by the LSTM's input kernel once instead of every token by it.
 
+- Training builds the LSTM with `right_padded_inputs=True` (accel.fused_layers): bilstm's own
+  batches (text.encode, text.pad) are right-padded and no row is empty, so Keras' loop is not
+  traced beside the kernel as a fallback for other masks; a batch that breaks the promise stops
+  with an error instead. This halves the tracing of the first training step (benchmarks/
+  first_step.py), which a user waits for at every start.
+
 Anything the kernel does not compute exactly (another activation, dropout on the inputs in
 training, float16, a mask that is not right padding or masks a whole text, recurrent dropout,
 unroll, stateful, return_state, a GPU) runs Keras' own loop.
@@ -55,7 +61,16 @@ class TokenEmbedding(keras.layers.Embedding):
 
 @keras.saving.register_keras_serializable(package="bilstm")
 class RightPaddedLSTM(keras.layers.LSTM):
-    """keras.layers.LSTM (same weights and config), through the fused kernel where it can."""
+    """keras.layers.LSTM (same weights and config), through the fused kernel where it can.
+    `right_padded_inputs`: the caller promises right-padded masks without an empty row; Keras'
+    loop is then not built for other masks, and a mask that breaks the promise is an error."""
+
+    def __init__(self, *args: Any, right_padded_inputs: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.right_padded_inputs = right_padded_inputs
+
+    def get_config(self) -> dict[str, Any]:  # Bidirectional builds its backward copy from it
+        return {**super().get_config(), "right_padded_inputs": self.right_padded_inputs}
 
     def inner_loop(self, sequences: Any, initial_state: Any, mask: Any,
                    training: bool = False) -> Any:
@@ -70,10 +85,18 @@ class RightPaddedLSTM(keras.layers.LSTM):
         right_padded = ops.all(ops.equal(
             ops.cast(mask, "bool"), tf.sequence_mask(lengths, ops.shape(mask)[1])))
         usable = ops.logical_and(right_padded, ops.all(lengths > 0))
+        if self.right_padded_inputs:
+            check = tf.debugging.Assert(usable, [
+                "RightPaddedLSTM(right_padded_inputs=True) got a mask that is not right padding "
+                "or masks a whole row"])
+            with tf.control_dependencies([check]):
+                lengths = tf.identity(lengths)
         lookup = getattr(sequences, LOOKUP_ATTRIBUTE, None)
         if lookup is not None:
             return self._lookup_loop(sequences, lookup, initial_state, mask, lengths, usable,
                                      training)
+        if self.right_padded_inputs:
+            return self._token_loop(sequences, initial_state, lengths, training)
         return tf.cond(
             usable,
             lambda: self._token_loop(sequences, initial_state, lengths, training),
@@ -108,6 +131,8 @@ class RightPaddedLSTM(keras.layers.LSTM):
             return self._result(outputs, last_output, initial_state)
 
         more_tokens = tf.size(ids) > tf.shape(embeddings)[0]
+        if self.right_padded_inputs:  # no Keras loop to trace beside the kernel
+            return tf.cond(more_tokens, table_branch, token_branch)
         branch = tf.where(usable, tf.where(more_tokens, 2, 1), 0)
         return tf.switch_case(branch, [keras_branch, token_branch, table_branch])
 
