@@ -253,3 +253,24 @@ def test_without_the_optional_libraries_it_says_what_is_missing(monkeypatch, tmp
     assert why == "compare.png: left out, matplotlib is not installed (pip install " \
         "'bilstm[compare]')"
     assert not (tmp_path / "compare.png").exists()
+
+
+def test_the_mean_curve_ends_where_a_seed_stopped_early():
+    """A seed that stopped after 2 epochs of 3: the mean curve is over every seed, so it has
+    2 points (a third of the other seed alone would jump)."""
+    from types import SimpleNamespace
+
+    from bilstm_cli.compare.report import Group, _variant
+
+    def run(seed, accuracies):
+        history = [{"loss": 1.0, "accuracy": a, "val_loss": 1.0, "val_accuracy": a}
+                   for a in accuracies]
+        return SimpleNamespace(facts={
+            "seed": seed, "parameters": 10, "history": history,
+            **dict.fromkeys(("seconds_per_epoch", "examples_per_second", "latency_ms",
+                             "predictions_per_second"), 1.0),
+            "validation": {"accuracy": 0.5, "macro_f1": 0.5},
+            "test": {"accuracy": 0.5, "macro_f1": 0.5}})
+
+    variant = _variant(Group("bilstm", [], [run(42, [0.6, 0.8]), run(43, [0.4, 0.6, 0.2])]))
+    assert variant["curve"]["val_accuracy"] == pytest.approx([0.5, 0.7])

@@ -79,12 +79,14 @@ def _summary(values: list[Any]) -> dict[str, float | None] | None:
 
 def _variant(group: Group) -> dict[str, Any]:
     runs = [run.facts for run in group.runs]
-    epochs = max(len(run["history"]) for run in runs)
+    # The mean over seeds up to the last epoch every seed trained: past it (a seed stopped
+    # early) the mean would be of other seeds and jump; the plot draws each seed in full.
+    epochs = min(len(run["history"]) for run in runs)
     curve = {}
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        curve[key] = [float(np.mean(at)) if at else None for at in (
-            [run["history"][e][key] for run in runs
-             if len(run["history"]) > e and key in run["history"][e]] for e in range(epochs))]
+        curve[key] = [float(np.mean(at)) if len(at) == len(runs) else None for at in (
+            [run["history"][e][key] for run in runs if key in run["history"][e]]
+            for e in range(epochs))]
     return {
         "name": group.name, "settings": group.settings,
         "seeds": [run["seed"] for run in runs],
