@@ -13,6 +13,16 @@ def test_help_and_version_do_not_import_tensorflow(tmp_path):
     assert run_cli_without_tensorflow("--version", cwd=tmp_path).stdout.startswith("bilstm ")
 
 
+def test_help_does_not_build_the_config_models(tmp_path):
+    """`bilstm --help` is typed often: it imports no pydantic (the config's models take 0.2 s
+    to build), nor NumPy."""
+    from conftest import _MODULE_CHECK
+
+    result = subprocess.run([sys.executable, "-c", _MODULE_CHECK, "pydantic,numpy", "",
+                             "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_config_error_is_one_message_exit_2(tmp_path):
     result = run_cli("train", "--set", "model.unitz=3", "--set", "training.epochs=0",
                      cwd=tmp_path)

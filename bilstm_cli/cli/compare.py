@@ -13,7 +13,7 @@ import typer
 from bilstm_cli import api
 from bilstm_cli import console as ui
 from bilstm_cli.cli.common import user_errors
-from bilstm_cli.compare.plan import VARIANT_HELP
+from bilstm_cli.compare import VARIANT_HELP
 from bilstm_cli.errors import UserError
 
 

@@ -13,3 +13,7 @@ difference is real. Reference: docs/compare.md.
 `Training.run`) and `api.compare_runs` measures and reports; nothing here trains. Importing
 this package imports no TensorFlow.
 """
+
+# The shape of a --variant, for its help and its errors (here, so that `bilstm --help` need not
+# import plan.py and, through it, the config's pydantic models).
+VARIANT_HELP = "NAME:key=value,key=value, e.g. --variant last:model.pooling=last"

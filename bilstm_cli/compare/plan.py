@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bilstm_cli.compare import VARIANT_HELP
 from bilstm_cli.config import (
     Config,
     default_config,
@@ -29,7 +30,6 @@ RUNS_DIR = "runs"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 # A comma starts the next item only where a `section.key=` follows (a YAML list keeps its own).
 _ITEM_START = re.compile(r",\s*(?=[A-Za-z_][\w]*\.[\w.]+\s*=)")
-VARIANT_HELP = "NAME:key=value,key=value, e.g. --variant last:model.pooling=last"
 
 
 @dataclass(frozen=True)
