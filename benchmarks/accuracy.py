@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # benchmarks/report.py
+
 PEERS = {
     "imdb": "fastText bigrams 0.880-0.884, TF-IDF (1-2 grams) + logistic regression 0.906",
     "sst2": "fastText 0.812-0.813, TF-IDF + logistic regression 0.820",
@@ -110,11 +112,7 @@ def main() -> None:
     lines.append("")
     for config in dict.fromkeys(r["config"] for r in rows):
         lines.append(f"- {config} peers on the same test set: {PEERS[config]}")
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as handle:
-            handle.write(table + "\n")
+    emit("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ try:
 except ImportError:
     raise SystemExit("benchmarks/baselines.py needs SciPy: pip install -e '.[bench]'") from None
 
+from report import emit  # benchmarks/report.py
+
 from bilstm_cli.config import load_config
 from bilstm_cli.data import load_splits
 from bilstm_cli.predict import Classifier
@@ -171,11 +173,7 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- |",
         *by_length,
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as handle:
-            handle.write(text)
+    emit("\n".join(lines) + "\n", args.markdown)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # benchmarks/report.py
+
 # The child: `bilstm train` as the CLI runs it, ending at its first batch.
 CHILD = """
 import os, sys, time
@@ -119,11 +121,7 @@ def main() -> None:
     lines.append("")
     lines.append("Seconds in each phase (each ends with the line that starts the next), then "
                  "from the shell to the end of the first batch.")
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as handle:
-            handle.write(table + "\n")
+    emit("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # benchmarks/report.py
+
 sys.path.insert(0, str(Path(__file__).parent))
 import train_speed  # noqa: E402 - the reference script and the like-for-like command
 
@@ -151,11 +153,7 @@ def main() -> None:
               "TensorFlow's import and the model, to the first step; epoch: one epoch with its "
               "validation; rest: (a) the test set, the exit; (b) the final evaluation of "
               "validation and test, the ONNX export, the exit."]
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as handle:
-            handle.write(table + "\n")
+    emit("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

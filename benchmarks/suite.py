@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # benchmarks/report.py
+
 csv.field_size_limit(1 << 30)
 
 
@@ -173,10 +175,7 @@ def main() -> None:
     model = "LSTM" if args.unidirectional else "BiLSTM"
     lines.append(f"\n{model}, seeds {', '.join(map(str, args.seeds))}; overrides: "
                  f"{' '.join(args.overrides) or 'none'}")
-    print("\n".join(lines))
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
+    emit("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

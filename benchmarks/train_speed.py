@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # benchmarks/report.py
+
 UNITS, EMBEDDING, VOCAB, LENGTH, BATCH, EPOCHS = 64, 128, 10_000, 200, 128, 2
 
 
@@ -294,11 +296,7 @@ def main() -> None:
         lines.append(f"- ratio b/c (this code against {args.baseline}), examples/s in epoch "
                      f"{EPOCHS}: **{ratio(EPOCHS - 1, 'baseline'):.3f}x** (pairs: "
                      + ", ".join(f"{r:.3f}x" for r in pairs) + ")")
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as handle:
-            handle.write(table + "\n")
+    emit("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":
