@@ -2,7 +2,7 @@
 
     BILSTM_DATA_DIR=../shared/data python benchmarks/suite.py [FOLDER ...] [--builtin imdb sst2]
         [--seeds 42 43 44] [--unidirectional] [--set KEY=VALUE ...] [--no-peers]
-        [--validation-only] [--markdown FILE]
+        [--validation-only | --holdout FRACTION] [--markdown FILE]
 
 Each FOLDER holds `train.tsv` and `test.tsv` (headered `text<TAB>label`); without folders, every
 sub-folder of $BILSTM_DATA_DIR/suite. For each data set and seed it runs, as a user would,
@@ -14,7 +14,10 @@ the README's way to train on your own files, so the recipe under test is what a 
 defaults (configs/reference.yaml), with any --set given here.
 `--builtin imdb sst2` adds `bilstm train -c imdb|sst2 --bidirectional --seed SEED` (15 and 5
 minutes here). Settings are chosen on validation, so the test split is read only for this table;
-`--validation-only` leaves the test files out of the runs (for choosing settings).
+`--validation-only` leaves the test files out of the runs (for choosing settings), and
+`--holdout 0.2` tests on a fifth of each training file instead of its test file, training on the
+rest (the same fifth every time; peers included): held-out accuracy for choosing settings,
+unlike the validation accuracy of the epoch chosen on it.
 
 Peers, trained and scored in the same run on the same train/test files (the optional `bench`
 extra: pip install -e '.[bench]'): fastText (10 epochs; unigrams, and with bigrams) and TF-IDF
@@ -31,6 +34,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -109,6 +113,21 @@ def tfidf_accuracy(folder: Path) -> float | None:
     return float(model.score(vectorizer.transform(test_texts), test_labels))
 
 
+def hold_out(folder: Path, fraction: float, scratch: Path) -> Path:
+    """A folder whose test.tsv is `fraction` of FOLDER/train.tsv (shuffled with a fixed seed) and
+    whose train.tsv is the rest: a test set for choosing settings that is not the real one."""
+    texts, labels = read_tsv(folder / "train.tsv")
+    rows = list(zip(texts, labels))
+    random.Random(7).shuffle(rows)
+    cut = int(len(rows) * fraction)
+    target = scratch / "holdout" / folder.name
+    target.mkdir(parents=True)
+    for name, part in (("test.tsv", rows[:cut]), ("train.tsv", rows[cut:])):
+        with open(target / name, "w", encoding="utf-8") as handle:
+            handle.write("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
+    return target
+
+
 def peers(folder: Path, seeds: list[int], scratch: Path) -> dict[str, float | None]:
     def mean(values: list[float | None]) -> float | None:
         return None if None in values else statistics.mean(values)  # type: ignore[arg-type]
@@ -150,6 +169,9 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--validation-only", action="store_true",
                         help="choosing settings: leave out the test files (and the peers)")
+    parser.add_argument("--holdout", type=float, metavar="FRACTION",
+                        help="choosing settings: test on this fraction of each train.tsv, "
+                             "train on the rest (the real test files unread)")
     parser.add_argument("--markdown", type=Path, help="append the table to this file")
     args = parser.parse_args()
     folders = args.folders
@@ -160,6 +182,8 @@ def main() -> None:
              "| wall min | fastText | fastText bigrams | TF-IDF + LR |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as scratch:
+        if args.holdout:
+            folders = [hold_out(f, args.holdout, Path(scratch)) for f in folders]
         for data in [*folders, *args.builtin]:
             name = data.name if isinstance(data, Path) else data
             runs = []

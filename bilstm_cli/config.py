@@ -127,7 +127,7 @@ class ModelConfig(Section):
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     merge_mode: Literal["concat", "sum", "ave", "mul"] = "concat"
     pooling: Literal["last", "max", "mean", "max_mean"] = "max_mean"
-    ensemble: int = Field(1, ge=1, le=16)
+    ensemble: int = Field(3, ge=1, le=16)
 
 
 class TrainingConfig(Section):
