@@ -43,6 +43,7 @@ class Architecture:
     embedding_dim: int
     classes: int
     word_dropout: float
+    word_dropout_by: str  # uniform | frequency (model.py: WordDropout)
     embedding_dropout: float
     recurrent: tuple[Recurrent, ...]
     recurrent_dropout: float
@@ -79,6 +80,7 @@ def describe(config: ModelConfig, vocab_size: int, classes: int) -> Architecture
         embedding_dim=config.embedding_dim,
         classes=classes,
         word_dropout=config.word_dropout,
+        word_dropout_by=config.word_dropout_by,
         embedding_dropout=config.embedding_dropout,
         recurrent=tuple(recurrent),
         recurrent_dropout=config.recurrent_dropout,

@@ -122,6 +122,7 @@ class ModelConfig(Section):
     embedding_init: Literal["random", "cooccurrence"] = "cooccurrence"
     embedding_init_scale: float = Field(4.0, gt=0.0)
     word_dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    word_dropout_by: Literal["uniform", "frequency"] = "frequency"
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)

@@ -28,28 +28,38 @@ layers, ops = keras.layers, keras.ops
 
 @keras.saving.register_keras_serializable(package="bilstm")
 class WordDropout(layers.Layer):
-    """While training, replaces each real token's id by [UNK]'s with probability `rate`.
+    """While training, replaces real tokens' ids by [UNK]'s: each with probability `rate`
+    (`by="uniform"`), or `rate * r / (r + FREQUENT_RANK)` for the token of id r (`"frequency"`).
 
     Dropout on whole words: the model cannot lean on any one word of a text, and learns what to
-    do with words it has not seen. Padding stays padding, so the mask is unchanged.
+    do with words it has not seen. The word tokenizer numbers its words by frequency (text.py),
+    so by frequency the commonest words (`the`, `how`, `who`) are almost never dropped and rare
+    ones nearly at `rate`: Kiperwasser and Goldberg's alpha / (alpha + count), with Zipf's law
+    standing in for the counts. Padding stays padding, so the mask is unchanged.
     """
 
+    FREQUENT_RANK = 100
+
     def __init__(self, rate: float, unknown_id: int = UNK_ID, seed: int | None = None,
-                 **kwargs: Any) -> None:
+                 by: str = "uniform", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.rate, self.unknown_id, self.seed = rate, unknown_id, seed
+        self.rate, self.unknown_id, self.seed, self.by = rate, unknown_id, seed, by
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, ids: Any, training: bool | None = None) -> Any:
         if not training or not self.rate:
             return ids
-        dropped = keras.random.uniform(ops.shape(ids), seed=self.seed_generator) < self.rate
+        rate: Any = self.rate
+        if self.by == "frequency":
+            rank = ops.cast(ids, "float32")
+            rate = self.rate * rank / (rank + self.FREQUENT_RANK)
+        dropped = keras.random.uniform(ops.shape(ids), seed=self.seed_generator) < rate
         return ops.where(ops.logical_and(dropped, ids != PAD_ID),
                          ops.cast(self.unknown_id, ids.dtype), ids)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate, "unknown_id": self.unknown_id,
-                "seed": self.seed}
+                "seed": self.seed, "by": self.by}
 
 
 @keras.saving.register_keras_serializable(package="bilstm")
@@ -77,7 +87,8 @@ def make_layers(arch: Architecture, kinds: accel.Layers) -> list[layers.Layer]:
     """Every layer of the architecture, named as architecture.py says, in order."""
     made: list[layers.Layer] = []
     if arch.word_dropout:
-        made.append(WordDropout(arch.word_dropout, name="word_dropout"))
+        made.append(WordDropout(arch.word_dropout, by=arch.word_dropout_by,
+                                name="word_dropout"))
     made.append(kinds.embedding(arch.vocab_size, arch.embedding_dim, mask_zero=True,
                                 name=EMBEDDING))
     if arch.embedding_dropout:

@@ -44,7 +44,8 @@ def build_tokenizer(
     truncate: str = "end",
     kind: str = "word",
 ) -> Tokenizer:
-    """A vocabulary of `max_tokens` tokens (specials included). `word`: the most frequent words;
+    """A vocabulary of `max_tokens` tokens (specials included). `word`: the most frequent words,
+    numbered from the commonest (word dropout by frequency reads the id as the rank: model.py);
     any other word is [UNK]. `wordpiece`: frequent words whole, and pieces of words (`##ing`)
     that spell out the rest, so a word never seen in training still reads as its parts."""
     tokenizer = _empty_tokenizer(lowercase, kind)

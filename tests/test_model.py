@@ -70,3 +70,19 @@ def test_word_dropout_replaces_words_by_unknown_while_training_only():
     with_dropout.set_weights(plain.get_weights())
     np.testing.assert_allclose(with_dropout.predict_on_batch(ids), plain.predict_on_batch(ids),
                                atol=1e-6)
+
+
+def test_word_dropout_by_frequency_spares_the_commonest_words():
+    """by="frequency": the id is the word's frequency rank (tests/test_text.py), and rank r is
+    dropped with probability rate * r / (r + 100): `the` almost never, a rare word nearly at
+    the rate. The default config builds it so; a saved layer keeps it."""
+    from bilstm_cli.model import WordDropout
+    from bilstm_cli.text import UNK_ID
+
+    ids = np.tile(np.array([[2, 100, 10_000]], dtype=np.int32), (20_000, 1))
+    layer = WordDropout(0.5, seed=3, by="frequency")
+    dropped = (np.asarray(layer(ids, training=True)) == UNK_ID).mean(axis=0)
+    np.testing.assert_allclose(dropped, [0.5 * 2 / 102, 0.25, 0.5 * 10_000 / 10_100], atol=0.012)
+    assert WordDropout.from_config(layer.get_config()).by == "frequency"
+    model = tiny_model(ModelConfig(units=4, embedding_dim=4), 100, 2)
+    assert model.get_layer("word_dropout").by == "frequency"

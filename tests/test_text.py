@@ -31,6 +31,13 @@ def test_vocabulary_keeps_the_most_frequent_tokens():
     assert list(encode(tokenizer, ["a b c"])[0]) == [2, 3, UNK_ID]
 
 
+def test_word_ids_are_frequency_ranks():
+    # Word dropout by frequency (model.py) reads a word's id as its rank: the commonest first,
+    # whatever order the words come in.
+    tokenizer = build_tokenizer(["c b a d d d d", "b a a", "a b c a"], max_tokens=10)
+    assert [tokenizer.token_to_id(w) for w in "adbc"] == [2, 3, 4, 5]
+
+
 def test_min_frequency():
     tokenizer = build_tokenizer(["a a b"], max_tokens=10, min_frequency=2)
     assert list(encode(tokenizer, ["a b"])[0]) == [2, UNK_ID]
