@@ -370,7 +370,8 @@ def diverge(data: Path, output: Path, learning_rate: str) -> subprocess.Complete
                          "--set", "training.clipnorm=null",
                          "--set", "training.checkpoint_every=1",
                          # the rates below are found for the plain step, whatever ships
-                         "--set", "training.consistency=0"), cwd=data)
+                         "--set", "training.consistency=0",
+                         "--set", "model.word_dropout_by=uniform"), cwd=data)
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(data, tmp_path):
