@@ -167,11 +167,12 @@ def main() -> None:
     parser.add_argument("--unidirectional", action="store_true")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--validation-only", action="store_true",
-                        help="choosing settings: leave out the test files (and the peers)")
-    parser.add_argument("--holdout", type=float, metavar="FRACTION",
-                        help="choosing settings: test on this fraction of each train.tsv, "
-                             "train on the rest (the real test files unread)")
+    choosing = parser.add_mutually_exclusive_group()
+    choosing.add_argument("--validation-only", action="store_true",
+                          help="choosing settings: leave out the test files (and the peers)")
+    choosing.add_argument("--holdout", type=float, metavar="FRACTION",
+                          help="choosing settings: test on this fraction of each train.tsv, "
+                               "train on the rest (the real test files unread)")
     parser.add_argument("--markdown", type=Path, help="append the table to this file")
     args = parser.parse_args()
     folders = args.folders
