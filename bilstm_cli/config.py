@@ -38,6 +38,19 @@ REMOVED_KEYS: dict[tuple[str, ...], Any] = {
 }
 
 
+def as_run_did(raw: Any) -> Any:
+    """A run's config.yaml as what that run did: a key added after the file was written reads
+    as the behaviour from before it existed, not as its default now (a resumed run goes on as it
+    started; compare sees what an old run was trained with).
+    - model.word_dropout_by (added with default `frequency`): word dropout was uniform before.
+    """
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if isinstance(model, dict) and "word_dropout_by" not in model and model.get("word_dropout"):
+        raw = copy.deepcopy(raw)
+        raw["model"]["word_dropout_by"] = "uniform"
+    return raw
+
+
 def whole_number_or_auto(value: Any, minimum: int) -> Any:
     """A key that takes `auto` (resolved from the training data: auto.py) or a number; one
     clear message instead of one per union member."""
@@ -277,9 +290,10 @@ def load_config(
     extra: dict[str, Any] | None = None,
     extra_names: dict[str, str] | None = None,
     warn: Callable[[str], None] | None = None,
+    run_file: bool = False,
 ) -> Config:
     """Read a YAML config (or take a mapping shaped like one), apply `--set` overrides then
-    the CLI shortcuts, and validate.
+    the CLI shortcuts, and validate. `run_file`: it is a run folder's config.yaml (`as_run_did`).
     `extra_names`: the option that set each shortcut key, for error messages (`--epochs`).
     `warn`: called once per key given (in the file or on the command line) that has no effect
     in the resulting config (`unused_settings`)."""
@@ -292,6 +306,8 @@ def load_config(
         config_path = Path(path)
         source = str(config_path)
         raw, lines = read_yaml_mapping(config_path)
+    if run_file:
+        raw = as_run_did(raw)
     merged = copy.deepcopy(raw)
     overridden: dict[tuple[str, ...], str] = {}  # key -> where the command line set it
     for item in overrides or []:

@@ -212,16 +212,17 @@ def read_labels(run_dir: Path) -> list[str]:
 
 
 def read_config_mapping(run_dir: Path) -> dict[str, Any] | None:
-    """The run's config.yaml as written (before validation: an old run's keys as they were),
-    None when the folder has none; a UserError naming the file when it is not a YAML mapping.
-    Every reader of a run's config comes through here or `read_config`."""
-    from bilstm_cli.config import read_yaml_mapping
+    """The run's config.yaml as written (before validation: an old run's keys as they were,
+    a key added since as the run did it: `config.as_run_did`), None when the folder has none; a
+    UserError naming the file when it is not a YAML mapping. Every reader of a run's config
+    comes through here or `read_config`."""
+    from bilstm_cli.config import as_run_did, read_yaml_mapping
 
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return None
     try:
-        return read_yaml_mapping(path)[0]
+        return as_run_did(read_yaml_mapping(path)[0])
     except UserError as exc:
         raise UserError(f"{exc}; the run folder is damaged") from None
 
@@ -274,4 +275,4 @@ def read_config(run_dir: Path) -> Any:
     if not path.is_file():
         raise UserError(f"{path} is missing: the run folder has no config (was it made by "
                         "`bilstm train`?)")
-    return load_config(path)
+    return load_config(path, run_file=True)

@@ -445,6 +445,35 @@ def test_more_epochs_continue_a_finished_run_exactly(data, tmp_path):
     assert run_json(run_dir)["epochs_done"] == EPOCHS
 
 
+def test_a_run_from_before_word_dropout_by_resumes_with_uniform_dropout(data, tmp_path):
+    """A config.yaml written before model.word_dropout_by existed (its word dropout was
+    uniform) resumes as it started, not with today's default (frequency)."""
+    first = run_cli(*args(data, "--output", str(tmp_path / "runs"), "--epochs", "1"), cwd=data)
+    assert first.returncode == 0, first.stderr
+    run_dir = (tmp_path / "runs" / "latest").resolve()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["word_dropout"] > 0 and saved["model"]["word_dropout_by"] == "frequency"
+    del saved["model"]["word_dropout_by"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+
+    changed = run_cli("train", "--resume", str(run_dir), "--epochs", "2",
+                      "--set", "model.word_dropout_by=frequency", cwd=data)
+    assert changed.returncode == 2
+    assert "model.word_dropout_by: uniform -> frequency" in changed.stderr
+    result = run_cli("train", "--resume", str(run_dir), "--epochs", "2", cwd=data)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["word_dropout_by"] \
+        == "uniform"
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 2
+
+    from bilstm_cli.config import as_run_did
+    from bilstm_cli.runs import read_config
+
+    assert read_config(run_dir).model.word_dropout_by == "uniform"
+    without = {"model": {"word_dropout": 0.0}}  # no word dropout: nothing to read back
+    assert as_run_did(without) == without
+
+
 def test_checkpoint_every_and_resume_safe_keys():
     from bilstm_cli.checkpoint import config_differences
     from bilstm_cli.config import load_config

@@ -63,7 +63,7 @@ def train(
     with user_errors():
         base = _base_config(config, set_ or [], resume, force, output)
         cfg = load_config(base, set_, {k: v for k, v in shortcuts.items() if v is not None},
-                          SHORTCUT_OPTIONS, warn=ui.warn)
+                          SHORTCUT_OPTIONS, warn=ui.warn, run_file=bool(resume and not config))
         training = api.prepare(cfg, resume, force, check_folders=not dry_run, log=ui.info,
                                warn=ui.warn)
         if dry_run:
