@@ -38,16 +38,31 @@ REMOVED_KEYS: dict[tuple[str, ...], Any] = {
 }
 
 
+# Keys added after runs were made whose default has since changed, with what a run did before
+# the key existed. A run's config.yaml that lacks one reads as that (`as_run_did`), not as
+# today's default; every other added key's default is what runs did before it.
+ADDED_KEYS: dict[tuple[str, str], Any] = {
+    ("model", "word_dropout"): 0.0,  # d8ab3ad, 2026-11-29
+    ("model", "ensemble"): 1,  # dd49999, 2026-11-30
+    ("training", "lr_schedule"): "constant",  # 807f86e, 2026-11-30
+    ("model", "embedding_init"): "random",  # 7b9b71a, 2026-12-01
+    ("model", "word_dropout_by"): "uniform",  # d7dad95, 2026-12-06
+}
+
+
 def as_run_did(raw: Any) -> Any:
-    """A run's config.yaml as what that run did: a key added after the file was written reads
-    as the behaviour from before it existed, not as its default now (a resumed run goes on as it
-    started; compare sees what an old run was trained with).
-    - model.word_dropout_by (added with default `frequency`): word dropout was uniform before.
-    """
-    model = raw.get("model") if isinstance(raw, dict) else None
-    if isinstance(model, dict) and "word_dropout_by" not in model and model.get("word_dropout"):
-        raw = copy.deepcopy(raw)
-        raw["model"]["word_dropout_by"] = "uniform"
+    """A run's config.yaml as what that run did: each of ADDED_KEYS it lacks, as it was before
+    the key existed (a resumed run goes on as it started; compare sees what an old run was
+    trained with). `word_dropout_by` is left out where the run had no word dropout: there it
+    means nothing, and today's default keeps compare from seeing a difference."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+    for (section, key), then in ADDED_KEYS.items():
+        values = raw.get(section)
+        if isinstance(values, dict) and key not in values:
+            if key != "word_dropout_by" or values.get("word_dropout"):
+                values[key] = then
     return raw
 
 

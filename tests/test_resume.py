@@ -466,12 +466,31 @@ def test_a_run_from_before_word_dropout_by_resumes_with_uniform_dropout(data, tm
         == "uniform"
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 2
 
-    from bilstm_cli.config import as_run_did
+    from bilstm_cli.config import Config, as_run_did
     from bilstm_cli.runs import read_config
 
     assert read_config(run_dir).model.word_dropout_by == "uniform"
-    without = {"model": {"word_dropout": 0.0}}  # no word dropout: nothing to read back
+    without = Config().model_dump(mode="json")
+    without["model"]["word_dropout"] = 0.0  # no word dropout: nothing to read back
+    del without["model"]["word_dropout_by"]
     assert as_run_did(without) == without
+
+
+def test_a_run_from_before_a_key_whose_default_changed_reads_as_it_trained():
+    """Keys added with one default and given another later: a config.yaml from before the key
+    existed reads as what its run did then, not as today's default."""
+    from bilstm_cli.config import Config, as_run_did, load_config
+
+    old = Config().model_dump(mode="json")
+    for section, key in (("model", "word_dropout"), ("model", "word_dropout_by"),
+                         ("model", "ensemble"), ("model", "embedding_init"),
+                         ("training", "lr_schedule")):
+        del old[section][key]
+    read = Config.model_validate(as_run_did(old))
+    assert (read.model.word_dropout, read.model.ensemble, read.model.embedding_init,
+            read.training.lr_schedule) == (0.0, 1, "random", "constant")
+    assert read.model.word_dropout_by == "frequency"  # no word dropout: today's default
+    assert load_config(old).model.ensemble == 3  # a config of the user's: today's defaults
 
 
 def test_checkpoint_every_and_resume_safe_keys():
