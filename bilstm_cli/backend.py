@@ -5,12 +5,14 @@ Importing this module neither imports TensorFlow nor changes anything.
 TensorFlow's native code logs start-up chatter ("oneDNN custom operations are on", "Could not
 find cuda drivers", ...) straight to file descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL in recent
 releases. Our own messages must stay readable on stderr, so native log lines in absl's format are
-filtered out of descriptor 2; everything else written there passes through unchanged.
+filtered out of descriptor 2; everything else written there passes through unchanged. Its Python
+logger's advice on tf.function retracing is dropped too (`_drop_retracing_advice`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import re
 import sys
@@ -47,6 +49,25 @@ def _filter_native_logs() -> None:
                 os.write(real_stderr, pending)
 
     threading.Thread(target=pump, name="native-log-filter", daemon=True).start()
+
+
+class _RetracingAdvice(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function> triggered tf.function
+    retracing" warning. Predicting on texts bucketed by length gives each bucket its own input
+    shape, and every ensemble member its own predict function (Keras' make_predict_function), so
+    an evaluation on long texts traces a few times per member by design: the warning, advice
+    for whoever writes the loop, only reached users as two screens of noise on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _drop_retracing_advice() -> None:
+    """Filter TensorFlow's Python logger ("tensorflow", which exists before TensorFlow is
+    imported: tf.get_logger returns it); once only."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _RetracingAdvice) for f in logger.filters):
+        logger.addFilter(_RetracingAdvice())
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:
@@ -91,6 +112,7 @@ def setup(filter_native_logs: bool = True) -> None:
         return
     _done = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _drop_retracing_advice()
     if filter_native_logs:
         _filter_native_logs()
     _limit_malloc_arenas()

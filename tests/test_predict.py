@@ -104,3 +104,24 @@ def test_one_long_text_does_not_shrink_the_batches_of_the_short_ones(trained_run
     ids = [np.full(10, 5, dtype=np.int32)] * 1023 + [np.full(3000, 5, dtype=np.int32)]
     Classifier(trained_run, engine).predict_ids(ids, batch_size=1024)
     assert engine.shapes == [(1023, 10), (1, 3000)]
+
+
+def test_members_predicting_many_lengths_keep_retracing_advice_off_stderr(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Every member traces once per new input shape: TensorFlow's warning about it is advice
+    for whoever writes the loop, and stays off the user's stderr."""
+    import keras
+
+    from bilstm_cli import backend
+
+    backend._drop_retracing_advice()
+    members = []
+    for _ in range(3):
+        ids = keras.Input((None,), dtype="int32")
+        hidden = keras.layers.LSTM(4)(keras.layers.Embedding(50, 4, mask_zero=True)(ids))
+        members.append(keras.Model(ids, keras.layers.Dense(2)(hidden)))
+    for length in (3, 5, 9, 17):
+        for member in members:
+            member.predict_on_batch(np.ones((2, length), "int32"))
+    assert "retracing" not in capfd.readouterr().err
+    assert "retracing" not in caplog.text
