@@ -119,7 +119,13 @@ def _batch_dataset(ids: list[np.ndarray], y: np.ndarray, batch_size: int,
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     steps = -(-len(ids) // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps - skip))
-    return dataset.prefetch(2), steps
+    # No autotuning: the pipeline has nothing to tune (one generator, a fixed prefetch), and
+    # tf.data's autotune thread sleeps up to a minute between passes, while the iterator's
+    # destructor waits for it: fit returned up to 34 s after an IMDB epoch ended
+    # (benchmarks/RESULTS.md).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options), steps
 
 
 def train(
